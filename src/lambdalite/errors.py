@@ -1,0 +1,104 @@
+"""The exception tree of lambdalite.
+
+Every error lambdalite raises is a :class:`LambdaliteError`. The ones a database
+call can raise also subclass :class:`sqlite3.OperationalError`, so Django and
+SQLAlchemy wrap them in their own ``OperationalError`` natively and retry
+middleware that already handles "database is locked" keeps working::
+
+    LambdaliteError
+    ├── ConfigurationError (ValueError)            bad URL or option; names the key
+    ├── StorageError (sqlite3.OperationalError)    .remote, .key; __cause__ = the SDK error
+    │   ├── TransientStorageError                  5xx, throttling, timeouts, S3 409: retryable
+    │   ├── NotFoundError                          the object (or bucket) does not exist
+    │   ├── PreconditionFailedError                a conditional write lost the race
+    │   └── CorruptionError                        checksum or format mismatch: never applied
+    ├── ConflictError (sqlite3.OperationalError)   another instance committed first: retry
+    └── LockError (sqlite3.OperationalError)
+        ├── LockTimeoutError (TimeoutError)        .owner, .expires_at of the holder
+        └── LockLostError                          lease expired or taken before commit
+
+No SDK exception crosses a storage or lock boundary: each backend translates
+its own errors in one function.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = [
+    "ConfigurationError",
+    "ConflictError",
+    "CorruptionError",
+    "LambdaliteError",
+    "LockError",
+    "LockLostError",
+    "LockTimeoutError",
+    "NotFoundError",
+    "PreconditionFailedError",
+    "StorageError",
+    "TransientStorageError",
+]
+
+
+class LambdaliteError(Exception):
+    """Base class of every error raised by lambdalite."""
+
+
+class ConfigurationError(LambdaliteError, ValueError):
+    """A URL, option or setting is invalid. ``key`` names it."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class StorageError(LambdaliteError, sqlite3.OperationalError):
+    """The remote could not be read or written.
+
+    ``remote`` is the remote URL, ``key`` the object key (if any). The SDK's own
+    exception, when there is one, is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, remote: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.remote = remote
+        self.key = key
+
+
+class TransientStorageError(StorageError):
+    """A failure that may go away when retried (5xx, throttling, timeouts, S3 409)."""
+
+
+class NotFoundError(StorageError):
+    """The object does not exist."""
+
+
+class PreconditionFailedError(StorageError):
+    """A conditional write or delete lost the race (HTTP 412, or 404 on ``If-Match``)."""
+
+
+class CorruptionError(StorageError):
+    """An object failed its checksum or is not in lambdalite's format. It is never applied."""
+
+
+class ConflictError(LambdaliteError, sqlite3.OperationalError):
+    """Another instance committed first. The transaction left no trace: retry it."""
+
+
+class LockError(LambdaliteError, sqlite3.OperationalError):
+    """Base class of lock failures."""
+
+
+class LockTimeoutError(LockError, TimeoutError):
+    """The lock could not be acquired in time. ``owner`` and ``expires_at`` describe the holder."""
+
+    def __init__(
+        self, message: str, *, owner: str | None = None, expires_at: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.owner = owner
+        self.expires_at = expires_at
+
+
+class LockLostError(LockError):
+    """The lease expired or was taken over before commit; the commit was refused."""
