@@ -1,0 +1,1 @@
+"""Test server fixture (dynamodb): filled in by its owner."""

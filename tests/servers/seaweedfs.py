@@ -1,0 +1,1 @@
+"""Test server fixture (seaweedfs): filled in by its owner."""
