@@ -1,0 +1,155 @@
+"""What a statement does, asked of SQLite rather than guessed from its text.
+
+SQLite compiles every statement to a program; ``EXPLAIN`` returns that program
+without running it. A statement writes the main database exactly when its
+program opens a write transaction on database 0 (``Transaction 0 P2>0``), which
+is what ``sqlite3_stmt_readonly()`` reports. Transaction control shows up as
+``AutoCommit`` (BEGIN, COMMIT, ROLLBACK) and ``Savepoint`` (SAVEPOINT, RELEASE,
+ROLLBACK TO); schema changes as ``ParseSchema``/``CreateBtree``/``Drop*``. The
+answer is cached per statement text, so a statement is classified once.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Kind", "StatementInfo", "classify", "split_script"]
+
+_SCHEMA_OPCODES = frozenset(
+    {
+        "ParseSchema",
+        "CreateBtree",
+        "Destroy",
+        "DropTable",
+        "DropIndex",
+        "DropTrigger",
+        "SetCookie",
+        "IncrVacuum",
+        "VCreate",
+        "VDestroy",
+        "JournalMode",
+    }
+)
+_WAL_MODE = 5
+_QUERY_MODE = -1
+
+
+class Kind(enum.Enum):
+    READ = "read"  # reads (or writes only TEMP or attached databases)
+    DML = "dml"  # writes rows of the main database
+    DDL = "ddl"  # writes the main database's schema or header (CREATE, DROP, PRAGMA user_version=...)
+    VACUUM = "vacuum"  # rewrites the database and commits by itself; not allowed in a transaction
+    BEGIN = "begin"
+    COMMIT = "commit"
+    ROLLBACK = "rollback"
+    SAVEPOINT = "savepoint"
+    RELEASE = "release"
+    ROLLBACK_TO = "rollback_to"
+
+
+@dataclass(frozen=True, slots=True)
+class StatementInfo:
+    kind: Kind
+    immediate: bool = False  # BEGIN IMMEDIATE / EXCLUSIVE
+    savepoint: str | None = None
+    forbidden: str | None = None  # why lambdalite refuses to run it
+
+    @property
+    def writes(self) -> bool:
+        return self.kind in (Kind.DML, Kind.DDL, Kind.VACUUM)
+
+
+def classify(raw: sqlite3.Connection, sql: str, params: Any = ()) -> StatementInfo:
+    """Compile ``sql`` with EXPLAIN on ``raw`` and say what it would do."""
+    try:
+        rows = raw.execute("EXPLAIN " + sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if 'near "explain"' in str(exc).lower():
+            return StatementInfo(Kind.READ)  # the statement is an EXPLAIN itself: never writes
+        raise
+    return _from_program(rows)
+
+
+def _from_program(rows: Sequence[Sequence[Any]]) -> StatementInfo:
+    writes_main = False
+    schema = False
+    for row in rows:
+        opcode, p1, p2, p3 = row[1], row[2], row[3], row[4]
+        if opcode == "AutoCommit":
+            if p1 == 0:
+                return StatementInfo(Kind.BEGIN, immediate=_opens_write(rows))
+            return StatementInfo(Kind.ROLLBACK if p2 else Kind.COMMIT)
+        if opcode == "Savepoint":
+            name = str(row[5]) if row[5] is not None else None
+            kind = (Kind.SAVEPOINT, Kind.RELEASE, Kind.ROLLBACK_TO)[p1]
+            return StatementInfo(kind, savepoint=name)
+        if opcode == "Vacuum":
+            if p2 == 0 and p1 == 0:
+                return StatementInfo(Kind.VACUUM)
+            continue  # VACUUM INTO another file, or of an attached database
+        if opcode == "Transaction" and p1 == 0 and p2:
+            writes_main = True
+        if opcode == "JournalMode" and p1 == 0 and p3 not in (_WAL_MODE, _QUERY_MODE):
+            return StatementInfo(
+                Kind.DDL,
+                forbidden="lambdalite keeps the local copy in WAL mode; changing journal_mode "
+                "is not supported (remove the PRAGMA journal_mode statement)",
+            )
+        if opcode in _SCHEMA_OPCODES and p1 == 0:
+            schema = True
+    if not writes_main:
+        return StatementInfo(Kind.READ)
+    return StatementInfo(Kind.DDL if schema else Kind.DML)
+
+
+def _opens_write(rows: Sequence[Sequence[Any]]) -> bool:
+    return any(r[1] == "Transaction" and r[2] == 0 and r[3] for r in rows)
+
+
+class StatementCache:
+    """An LRU of statement text → :class:`StatementInfo` for one connection."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._items: OrderedDict[str, StatementInfo] = OrderedDict()
+
+    def get(self, sql: str) -> StatementInfo | None:
+        info = self._items.get(sql)
+        if info is not None:
+            self._items.move_to_end(sql)
+        return info
+
+    def put(self, sql: str, info: StatementInfo) -> None:
+        self._items[sql] = info
+        self._items.move_to_end(sql)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+def split_script(script: str) -> list[str]:
+    """Split an SQL script into complete statements (triggers and strings kept whole)."""
+    out: list[str] = []
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \t\r\n;"):
+                out.append(buf.strip())
+            buf = ""
+    rest = buf[:-1].strip()
+    if rest and not _only_comments(rest):
+        out.append(rest)
+    return out
+
+
+def _only_comments(text: str) -> bool:
+    lines = [ln.strip() for ln in text.splitlines()]
+    return all(not ln or ln.startswith("--") for ln in lines)
