@@ -27,6 +27,7 @@ classes), so SQLAlchemy and Django can use it where they use ``sqlite3``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import weakref
@@ -49,13 +50,13 @@ sqlite_version_info = sqlite3.sqlite_version_info
 Binary = sqlite3.Binary
 Date = sqlite3.Date
 Time = sqlite3.Time
-Timestamp = sqlite3.Timestamp
+Timestamp = sqlite3.Timestamp  # type: ignore[attr-defined]
 DateFromTicks = sqlite3.DateFromTicks
 TimeFromTicks = sqlite3.TimeFromTicks
 TimestampFromTicks = sqlite3.TimestampFromTicks
 PARSE_DECLTYPES = sqlite3.PARSE_DECLTYPES
 PARSE_COLNAMES = sqlite3.PARSE_COLNAMES
-Warning = sqlite3.Warning  # noqa: A001
+Warning = sqlite3.Warning
 Error = sqlite3.Error
 InterfaceError = sqlite3.InterfaceError
 DatabaseError = sqlite3.DatabaseError
@@ -170,8 +171,12 @@ class Connection:
             self._raw = raw
         return self._raw
 
-    def create_function(self, name: str, narg: int, func: Any, *, deterministic: bool = False) -> None:
-        self._configure(lambda raw: raw.create_function(name, narg, func, deterministic=deterministic))
+    def create_function(
+        self, name: str, narg: int, func: Any, *, deterministic: bool = False
+    ) -> None:
+        self._configure(
+            lambda raw: raw.create_function(name, narg, func, deterministic=deterministic)
+        )
 
     def create_aggregate(self, name: str, n_arg: int, aggregate_class: Any) -> None:
         self._configure(lambda raw: raw.create_aggregate(name, n_arg, aggregate_class))
@@ -179,7 +184,7 @@ class Connection:
     def create_window_function(self, name: str, num_params: int, aggregate_class: Any) -> None:
         self._configure(lambda raw: raw.create_window_function(name, num_params, aggregate_class))
 
-    def create_collation(self, name: str, callable: Any) -> None:  # noqa: A002
+    def create_collation(self, name: str, callable: Any) -> None:
         self._configure(lambda raw: raw.create_collation(name, callable))
 
     def set_authorizer(self, authorizer_callback: Any) -> None:
@@ -270,10 +275,8 @@ class Connection:
             self.rollback()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing left to report to
-            pass
 
     def backup(self, target: sqlite3.Connection, **kwargs: Any) -> None:
         """Copy the database (as of now) into ``target``, like :meth:`sqlite3.Connection.backup`."""
@@ -657,6 +660,7 @@ def _cursor_gone(conn_ref: weakref.ref[Connection], cid: int) -> None:
 def _check_level(value: str | None) -> str | None:
     if value is not None and value.upper() not in _VALID_LEVELS:
         raise sqlite3.ProgrammingError(
-            f"isolation_level must be None, '', 'DEFERRED', 'IMMEDIATE' or 'EXCLUSIVE', not {value!r}"
+            "isolation_level must be None, '', 'DEFERRED', 'IMMEDIATE' or 'EXCLUSIVE', "
+            f"not {value!r}"
         )
     return value

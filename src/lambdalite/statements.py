@@ -42,7 +42,9 @@ _QUERY_MODE = -1
 class Kind(enum.Enum):
     READ = "read"  # reads (or writes only TEMP or attached databases)
     DML = "dml"  # writes rows of the main database
-    DDL = "ddl"  # writes the main database's schema or header (CREATE, DROP, PRAGMA user_version=...)
+    DDL = (
+        "ddl"  # writes the main database's schema or header (CREATE, DROP, PRAGMA user_version=...)
+    )
     VACUUM = "vacuum"  # rewrites the database and commits by itself; not allowed in a transaction
     BEGIN = "begin"
     COMMIT = "commit"

@@ -29,7 +29,9 @@ connection ever reads a local commit that the remote does not have.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -191,7 +193,7 @@ class Replica:
         self.cache.discard()
         self._version, self._etag, self._manifest, self._manifest_raw = 0, None, None, None
         self._checksum, self._page_count, self._page_size = 0, 0, _DEFAULT_PAGE_SIZE
-        open(self.cache.db_path, "wb").close()  # noqa: SIM115
+        open(self.cache.db_path, "wb").close()
 
     def _adopt_state(self, state: LocalState) -> None:
         self._version = state.version
@@ -223,7 +225,7 @@ class Replica:
         """A SQLite connection to the local copy, in WAL mode with autocheckpoint off."""
         self.ensure_open()
         kwargs["isolation_level"] = None
-        raw = sqlite3.connect(self.cache.db_path, **kwargs)  # type: ignore[arg-type]
+        raw: sqlite3.Connection = sqlite3.connect(self.cache.db_path, **kwargs)  # type: ignore[call-overload]
         try:
             mode = raw.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -372,7 +374,9 @@ class Replica:
             try:
                 with self._exclusive(token, timeout) as ok:
                     if not ok:
-                        log.info("local copy busy; this transaction reads version %d", self._version)
+                        log.info(
+                            "local copy busy; this transaction reads version %d", self._version
+                        )
                         return
                     self._install(download)
             finally:
@@ -388,7 +392,9 @@ class Replica:
         """Fetch and verify what it takes to reach ``manifest`` (no local change yet)."""
         if self._same_history(manifest) or (self._manifest is None and self._version == 0):
             chain = manifest.deltas_after(self._version)
-            if chain is not None and (chain == () or chain[0].base_checksum == checksum_hex(self._checksum)):
+            if chain is not None and (
+                chain == () or chain[0].base_checksum == checksum_hex(self._checksum)
+            ):
                 deltas = [(ref, self._fetch_delta(ref)) for ref in chain]
                 return _Download(manifest, etag, raw, deltas, None, self._checksum)
         return self._download_image(manifest, etag, raw)
@@ -411,7 +417,7 @@ class Replica:
 
     def _download_image(self, manifest: fmt.Manifest, etag: str, raw: bytes) -> _Download:
         image = self.cache.tmp_path(f"image-{manifest.version}-{manifest.nonce}")
-        open(image, "wb").close()  # noqa: SIM115
+        open(image, "wb").close()
         checksum = 0
         try:
             if manifest.snapshot is not None:
@@ -454,7 +460,9 @@ class Replica:
                 remote=self.remote,
             )
         old_count = os.path.getsize(path) // delta.page_size if os.path.exists(path) else 0
-        new = _updated_checksum(path, checksum, old_count, delta.page_count, delta.pages, delta.page_size)
+        new = _updated_checksum(
+            path, checksum, old_count, delta.page_count, delta.pages, delta.page_size
+        )
         if checksum_hex(new) != ref.checksum:
             raise CorruptionError(
                 f"delta for version {ref.version} produces pages that fail their checksum",
@@ -621,7 +629,11 @@ class Replica:
         self._save_state()
 
     def _pre_images(
-        self, before: tuple[WalFrame, ...], pages: Mapping[int, bytes], new_count: int, page_size: int
+        self,
+        before: tuple[WalFrame, ...],
+        pages: Mapping[int, bytes],
+        new_count: int,
+        page_size: int,
     ) -> _Undo:
         """The base version's content of every page the commit changed or cut off."""
         base_count = self._page_count
@@ -647,12 +659,15 @@ class Replica:
             page_count=page_count,
             pages=len(pages),
             size=len(encoded),
-            sha256=fmt.hashlib.sha256(encoded).hexdigest(),
+            sha256=hashlib.sha256(encoded).hexdigest(),
         )
         base = self._manifest
         inline_used = sum(d.size for d in base.deltas if d.inline) if base else 0
-        if len(encoded) <= self.options.inline_delta_max and inline_used + len(encoded) <= _INLINE_BUDGET:
-            ref = _with(ref, inline=fmt.base64.b64encode(encoded).decode())
+        if (
+            len(encoded) <= self.options.inline_delta_max
+            and inline_used + len(encoded) <= _INLINE_BUDGET
+        ):
+            ref = _with(ref, inline=base64.b64encode(encoded).decode())
         else:
             key = f"deltas/{version:020d}-{nonce}"
             self.storage.put(key, encoded, if_none_match=True)
@@ -755,7 +770,10 @@ class Replica:
             self._checksum = undo.checksum
             self._save_state()
         except (OSError, sqlite3.Error) as exc:
-            log.error("could not undo a failed commit locally (%s); the local copy will be pulled again", exc)
+            log.error(
+                "could not undo a failed commit locally (%s); the local copy will be pulled again",
+                exc,
+            )
             self._reset_local()
         self._pending_undo = None
         self._confirmed_at = float("-inf")
@@ -775,7 +793,10 @@ class Replica:
         m = self._manifest
         if m is None or not m.deltas:
             return
-        if len(m.deltas) < self.options.compact_after_deltas and m.delta_bytes() < self.options.compact_after_bytes:
+        if (
+            len(m.deltas) < self.options.compact_after_deltas
+            and m.delta_bytes() < self.options.compact_after_bytes
+        ):
             return
         try:
             self.compact()

@@ -3,8 +3,8 @@
 Layout under a remote prefix::
 
     manifest                      JSON; the ONLY object ever overwritten, always conditionally
-    snapshots/<version>-<nonce>   immutable full image: MAGIC_SNAPSHOT + zstd(database pages)
-    deltas/<version>-<nonce>      immutable page set: MAGIC_DELTA + zstd(header, page numbers, pages)
+    snapshots/<version>-<nonce>   immutable full image: MAGIC_SNAPSHOT + zstd(pages)
+    deltas/<version>-<nonce>      immutable page set: MAGIC_DELTA + zstd(page table, pages)
     manifests/<version>-<nonce>   immutable archive of a manifest replaced by a compaction
 
 A manifest names the current version, the snapshot it starts from and the
@@ -185,7 +185,9 @@ def decode_manifest(data: bytes, *, where: str = MANIFEST_KEY) -> Manifest:
     """Parse and verify a manifest; anything else is a CorruptionError naming ``where``."""
 
     def bad(why: str) -> CorruptionError:
-        return CorruptionError(f"object {where!r} is not a valid lambdalite manifest: {why}", key=where)
+        return CorruptionError(
+            f"object {where!r} is not a valid lambdalite manifest: {why}", key=where
+        )
 
     try:
         body = json.loads(data)
@@ -256,7 +258,9 @@ def decode_delta(data: bytes, ref: DeltaRef, *, where: str) -> Delta:
     """Verify a delta object against its manifest entry and decode it."""
 
     def bad(why: str) -> CorruptionError:
-        return CorruptionError(f"delta {where!r} (version {ref.version}) is corrupt: {why}", key=where)
+        return CorruptionError(
+            f"delta {where!r} (version {ref.version}) is corrupt: {why}", key=where
+        )
 
     if len(data) != ref.size or _sha256(data) != ref.sha256:
         raise bad(f"sha256/size mismatch ({len(data)} bytes, expected {ref.size})")
@@ -319,7 +323,9 @@ def read_snapshot(src: str, dst: str, ref: SnapshotRef, *, where: str) -> None:
     """Verify snapshot object file ``src`` against ``ref`` and decompress it to ``dst``."""
 
     def bad(why: str) -> CorruptionError:
-        return CorruptionError(f"snapshot {where!r} (version {ref.version}) is corrupt: {why}", key=where)
+        return CorruptionError(
+            f"snapshot {where!r} (version {ref.version}) is corrupt: {why}", key=where
+        )
 
     h = hashlib.sha256()
     with open(src, "rb") as f:

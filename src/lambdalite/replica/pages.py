@@ -139,7 +139,7 @@ class WalContents:
 def read_wal(path: str) -> WalContents:
     """The committed frames of the WAL file at ``path`` (empty if there is none)."""
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with block below
     except FileNotFoundError:
         return WalContents(0, None, ())
     with f:
