@@ -416,28 +416,38 @@ class Connection:
 
     def _begin(self, *, write: bool, sql: str | None) -> None:
         raw = self._ensure_raw()
-        established = self._replica.begin_statement(self._token, self._timeout)
+        if write:
+            # Become the writer before taking the snapshot, so that a writer never
+            # waits for the mutex while counted as a statement starting.
+            self._replica.begin_write(self._token, None, self._timeout)
+            self._writing = True
         try:
-            version = established if established is not None else self._replica.version
-            self._snapshot_version = version
-            if write:
-                self._replica.begin_write(self._token, version, self._timeout)
-                self._writing = True
+            established = self._replica.begin_statement(self._token, self._timeout)
+        except BaseException:
+            self._abort_writer()
+            raise
+        try:
+            self._snapshot_version = (
+                established if established is not None else self._replica.version
+            )
             try:
                 raw.execute("BEGIN IMMEDIATE" if write else (sql or "BEGIN"))
                 raw.execute("PRAGMA schema_version").fetchone()  # take the snapshot now
             except BaseException:
                 if raw.in_transaction:
                     raw.execute("ROLLBACK")
-                if self._writing:
-                    self._replica.abort_write(self._token)
-                    self._writing = False
+                self._abort_writer()
                 raise
             self._in_txn = True
         finally:
             self._replica.end_statement(self._token, established)
             if not self._in_txn:
                 self._maybe_release()
+
+    def _abort_writer(self) -> None:
+        if self._writing:
+            self._replica.abort_write(self._token)
+            self._writing = False
 
     def _become_writer(self) -> None:
         assert self._snapshot_version is not None
@@ -458,20 +468,19 @@ class Connection:
     def _vacuum(self, cur: sqlite3.Cursor, sql: str) -> None:
         if self._in_txn:
             raise sqlite3.OperationalError("cannot VACUUM from within a transaction")
-        raw = self._ensure_raw()
-        established = self._replica.begin_statement(self._token, self._timeout)
+        self._ensure_raw()
+        self._replica.begin_write(self._token, None, self._timeout)
+        self._in_txn = self._writing = True
         try:
-            version = established if established is not None else self._replica.version
-            self._replica.begin_write(self._token, version, self._timeout)
-            self._in_txn = self._writing = True
+            established = self._replica.begin_statement(self._token, self._timeout)
             try:
                 cur.execute(sql)
-                self._replica.commit_write(self._token, raw, self._timeout, committed=True)
-            except BaseException:
-                self._replica.abort_write(self._token)
-                raise
+            finally:
+                self._replica.end_statement(self._token, established)
+            self._replica.commit_write(self._token, self._ensure_raw(), self._timeout, committed=True)
+            self._writing = False
         finally:
-            self._replica.end_statement(self._token, established)
+            self._abort_writer()
             self._end_txn()
 
     def _end_txn(self) -> None:

@@ -540,12 +540,16 @@ class Replica:
 
     # ------------------------------------------------------------------ writing (push)
 
-    def begin_write(self, token: int, snapshot_version: int, timeout: float) -> None:
-        """Make connection ``token`` the process's writer before its first write."""
+    def begin_write(self, token: int, snapshot_version: int | None, timeout: float) -> None:
+        """Make connection ``token`` the process's writer before its first write.
+
+        ``snapshot_version`` is the version the transaction has read, or None
+        when it has not taken its snapshot yet (it will, after this call).
+        """
         if not self._writer_mutex.acquire(timeout=max(timeout, 0.0)):
             raise BusyError("database is locked: another connection of this process is writing")
         try:
-            if snapshot_version != self._version:
+            if snapshot_version is not None and snapshot_version != self._version:
                 raise ConflictError(
                     f"another connection committed version {self._version} after this "
                     f"transaction read version {snapshot_version}; retry the transaction"
