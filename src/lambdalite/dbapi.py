@@ -39,7 +39,7 @@ from lambdalite.errors import ConflictError
 from lambdalite.replica.engine import Replica
 from lambdalite.statements import Kind, StatementCache, StatementInfo, classify, split_script
 
-__all__ = ["Connection", "Cursor"]
+__all__ = ["Connection", "Cursor", "connect"]
 
 # PEP 249 module interface, the same as sqlite3's.
 apilevel = "2.0"
@@ -673,3 +673,10 @@ def _check_level(value: str | None) -> str | None:
             f"not {value!r}"
         )
     return value
+
+
+def connect(target: Any, **kwargs: Any) -> Connection:
+    """PEP 249 ``connect``: the same as :func:`lambdalite.connect`."""
+    import lambdalite
+
+    return lambdalite.connect(target, **kwargs)
