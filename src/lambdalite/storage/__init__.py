@@ -19,6 +19,7 @@ The contract every backend keeps is in :mod:`lambdalite.storage.base`.
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -74,7 +75,7 @@ _registry: dict[str, StorageFactory] = {
 
 def register_storage(scheme: str, factory: StorageFactory) -> None:
     """Serve URLs of ``scheme`` (no ``://``) with ``factory``, replacing any previous one."""
-    if not scheme or not scheme.isascii() or not scheme.replace("+", "").isalnum():
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
         raise ConfigurationError(f"invalid URL scheme {scheme!r}", key="scheme")
     with _registry_lock:
         _registry[scheme.lower()] = factory

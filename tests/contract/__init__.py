@@ -1,0 +1,1 @@
+"""Contract tests: one body of tests run against every backend."""
