@@ -18,11 +18,12 @@ See the README and ``docs/`` for the guarantees and every option.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lambdalite.config import Settings
 from lambdalite.dbapi import Connection, Cursor
 from lambdalite.errors import (
+    BusyError,
     ConfigurationError,
     ConflictError,
     CorruptionError,
@@ -37,7 +38,12 @@ from lambdalite.replica.engine import EngineOptions, Replica, get_replica
 from lambdalite.retry import retry_on_conflict
 from lambdalite.storage import open_storage
 
+if TYPE_CHECKING:
+    from lambdalite.locks.base import Lock
+    from lambdalite.storage.base import Storage
+
 __all__ = [
+    "BusyError",
     "ConfigurationError",
     "ConflictError",
     "Connection",
@@ -72,6 +78,7 @@ def connect(
     detect_types: int = 0,
     check_same_thread: bool = True,
     cached_statements: int = 128,
+    vfs: str | None = None,
     **options: Any,
 ) -> Connection:
     """Open the database at ``target`` and return a ``sqlite3.Connection``-compatible object.
@@ -82,6 +89,11 @@ def connect(
     in ``LAMBDALITE_*`` environment variables (see docs/configuration.md);
     keyword arguments win. No I/O happens here: the remote is first contacted
     by the first statement.
+
+    A plain absolute path opens *shared-file mode*: the database file itself on
+    a shared filesystem (EFS), written in place under the distributed ``lock``.
+    ``vfs`` picks SQLite's VFS there (e.g. ``"unix-dotfile"`` on a filesystem
+    whose byte-range locks do not work).
     """
     given: dict[str, Any] = {
         "endpoint_url": endpoint_url,
@@ -95,12 +107,18 @@ def connect(
     if settings.mode == "shared-file":
         from lambdalite.shared_file import connect_shared_file
 
-        return connect_shared_file(  # type: ignore[no-any-return]
+        return connect_shared_file(
             settings,
+            vfs=vfs,
             isolation_level=isolation_level,
             detect_types=detect_types,
             check_same_thread=check_same_thread,
             cached_statements=cached_statements,
+        )
+    if vfs is not None:
+        raise ConfigurationError(
+            "vfs applies to shared-file mode only (a plain absolute path as the target)",
+            key="vfs",
         )
     replica = replica_for(settings)
     return Connection(
@@ -117,15 +135,27 @@ def connect(
 
 def replica_for(settings: Settings) -> Replica:
     """The process's engine for a replica-mode ``settings`` (shared by its connections)."""
-    return get_replica(
-        settings.remote,
-        settings.cache_dir,
-        lambda: open_storage(
-            settings.remote, endpoint_url=settings.endpoint_url, region=settings.region
-        ),
-        EngineOptions(
-            inline_delta_max=settings.inline_delta_max,
-            compact_after_deltas=settings.compact_after_deltas,
-            compact_after_bytes=settings.compact_after_bytes,
-        ),
-    )
+
+    def make() -> Replica:
+        lock = None
+        if settings.lock != "none":
+            from lambdalite.locks import lock_for_settings
+
+            def lock(storage: Storage) -> Lock:
+                return lock_for_settings(settings, storage=storage)
+
+        return Replica(
+            settings.remote,
+            open_storage(
+                settings.remote, endpoint_url=settings.endpoint_url, region=settings.region
+            ),
+            settings.cache_dir,
+            EngineOptions(
+                inline_delta_max=settings.inline_delta_max,
+                compact_after_deltas=settings.compact_after_deltas,
+                compact_after_bytes=settings.compact_after_bytes,
+            ),
+            lock=lock,
+        )
+
+    return get_replica(settings.remote, settings.cache_dir, make)

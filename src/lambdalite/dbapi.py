@@ -33,10 +33,9 @@ import sqlite3
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from lambdalite.errors import ConflictError
-from lambdalite.replica.engine import Replica
 from lambdalite.statements import Kind, StatementCache, StatementInfo, classify, split_script
 
 __all__ = ["Connection", "Cursor", "connect"]
@@ -71,6 +70,29 @@ register_converter = sqlite3.register_converter
 complete_statement = sqlite3.complete_statement
 
 _tokens = itertools.count(1)
+
+
+class Engine(Protocol):
+    """What a :class:`Connection` needs from the mode behind it.
+
+    Implemented by :class:`lambdalite.replica.engine.Replica` (replica mode)
+    and :class:`lambdalite.shared_file.SharedFile` (shared-file mode).
+    """
+
+    def refresh(self, token: int, *, max_staleness: float, timeout: float) -> None: ...
+    def connect_raw(self, **kwargs: object) -> sqlite3.Connection: ...
+    def close_raw(self, raw: sqlite3.Connection) -> None: ...
+    def begin_statement(self, token: int, timeout: float) -> int | None: ...
+    def end_statement(self, token: int, established: int | None) -> None: ...
+    def release(self, token: int) -> None: ...
+    def snapshot_version(self, raw: sqlite3.Connection) -> int: ...
+    def begin_write(self, token: int, snapshot_version: int | None, timeout: float) -> None: ...
+    def abort_write(self, token: int) -> None: ...
+    def commit_write(
+        self, token: int, raw: sqlite3.Connection, timeout: float, *, committed: bool = False
+    ) -> None: ...
+
+
 _VALID_LEVELS = (None, "", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
 
@@ -79,7 +101,7 @@ class Connection:
 
     def __init__(
         self,
-        replica: Replica,
+        replica: Engine,
         *,
         isolation_level: str | None = "",
         timeout: float = 5.0,
@@ -147,8 +169,8 @@ class Connection:
         self._configure(lambda raw: setattr(raw, "text_factory", value))
 
     @property
-    def replica(self) -> Replica:
-        """The engine behind this connection (statistics, version)."""
+    def replica(self) -> Any:
+        """The engine behind this connection (in replica mode: statistics, version)."""
         return self._replica
 
     # ------------------------------------------------------------------ raw connection
@@ -407,8 +429,6 @@ class Connection:
 
     def _autocommit_read(self, cur: sqlite3.Cursor, sql: str, params: Any, many: bool) -> None:
         established = self._replica.begin_statement(self._token, self._timeout)
-        if established is not None:
-            self._snapshot_version = established
         try:
             self._exec(cur, sql, params, many)
         finally:
@@ -427,12 +447,10 @@ class Connection:
             self._abort_writer()
             raise
         try:
-            self._snapshot_version = (
-                established if established is not None else self._replica.version
-            )
             try:
                 raw.execute("BEGIN IMMEDIATE" if write else (sql or "BEGIN"))
                 raw.execute("PRAGMA schema_version").fetchone()  # take the snapshot now
+                self._snapshot_version = self._replica.snapshot_version(raw)
             except BaseException:
                 if raw.in_transaction:
                     raw.execute("ROLLBACK")
@@ -477,7 +495,9 @@ class Connection:
                 cur.execute(sql)
             finally:
                 self._replica.end_statement(self._token, established)
-            self._replica.commit_write(self._token, self._ensure_raw(), self._timeout, committed=True)
+            self._replica.commit_write(
+                self._token, self._ensure_raw(), self._timeout, committed=True
+            )
             self._writing = False
         finally:
             self._abort_writer()

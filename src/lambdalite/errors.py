@@ -13,6 +13,8 @@ middleware that already handles "database is locked" keeps working::
     │   ├── PreconditionFailedError                a conditional write lost the race
     │   └── CorruptionError                        checksum or format mismatch: never applied
     ├── ConflictError (sqlite3.OperationalError)   another instance committed first: retry
+    ├── BusyError (sqlite3.OperationalError)       another connection of this process kept the
+    │                                              database busy longer than ``timeout``
     └── LockError (sqlite3.OperationalError)
         ├── LockTimeoutError (TimeoutError)        .owner, .expires_at of the holder
         └── LockLostError                          lease expired or taken before commit
@@ -26,6 +28,7 @@ from __future__ import annotations
 import sqlite3
 
 __all__ = [
+    "BusyError",
     "ConfigurationError",
     "ConflictError",
     "CorruptionError",
@@ -83,6 +86,14 @@ class CorruptionError(StorageError):
 
 class ConflictError(LambdaliteError, sqlite3.OperationalError):
     """Another instance committed first. The transaction left no trace: retry it."""
+
+
+class BusyError(LambdaliteError, sqlite3.OperationalError):
+    """Another connection of this process kept the database busy for longer than ``timeout``.
+
+    The message starts with "database is locked", as SQLite's own does, so code
+    that retries on that keeps working.
+    """
 
 
 class LockError(LambdaliteError, sqlite3.OperationalError):

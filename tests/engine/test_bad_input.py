@@ -49,7 +49,9 @@ def test_connect_does_no_io(tmp_path: Path) -> None:
 
 
 @pytest.mark.s3
-def test_missing_bucket_is_a_storage_error(seaweedfs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_bucket_is_a_storage_error(
+    seaweedfs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in seaweedfs.env.items():
         monkeypatch.setenv(name, value)
     conn = lambdalite.connect(

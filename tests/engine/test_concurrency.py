@@ -46,7 +46,5 @@ def test_fleet_of_processes_loses_no_update_on_folder(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.s3
 def test_fleet_of_processes_loses_no_update_on_s3(s3_remote: Any, tmp_path: Path) -> None:
-    conflicts = _run_fleet(
-        s3_remote.url, tmp_path, {"endpoint_url": s3_remote.endpoint_url}
-    )
+    conflicts = _run_fleet(s3_remote.url, tmp_path, {"endpoint_url": s3_remote.endpoint_url})
     assert conflicts > 0

@@ -40,8 +40,13 @@ def test_writer_killed_mid_commit(any_remote: Remote, point: str) -> None:  # no
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(
         target=workers.commit_then_die,
-        args=(any_remote.url, any_remote.cache_dir("doomed"), point, 100,
-              {**any_remote.options, **options}),
+        args=(
+            any_remote.url,
+            any_remote.cache_dir("doomed"),
+            point,
+            100,
+            {**any_remote.options, **options},
+        ),
     )
     proc.start()
     proc.join(120)

@@ -40,8 +40,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lambdalite.errors import (
+    BusyError,
     ConflictError,
     CorruptionError,
     LambdaliteError,
@@ -66,6 +68,9 @@ from lambdalite.replica.pages import (
 from lambdalite.replica.stats import CountingStorage, StorageStats
 from lambdalite.storage.base import Storage
 
+if TYPE_CHECKING:
+    from lambdalite.locks.base import Lease, Lock
+
 __all__ = ["EngineOptions", "Replica"]
 
 log = logging.getLogger("lambdalite.replica")
@@ -75,10 +80,6 @@ crash_hook: Callable[[str], None] | None = None
 
 _INLINE_BUDGET = 256 * 1024  # bytes of inline deltas a manifest may carry in all
 _DEFAULT_PAGE_SIZE = 4096
-
-
-class BusyError(LambdaliteError, sqlite3.OperationalError):
-    """Another connection of this process kept the local copy busy for longer than ``timeout``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +120,13 @@ class Replica:
         cache_dir: str,
         options: EngineOptions | None = None,
         *,
+        lock: Callable[[Storage], Lock] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.remote = remote
         self.storage = CountingStorage(storage)
+        self.lock: Lock | None = lock(self.storage) if lock is not None else None
+        self._lease: Lease | None = None
         self.options = options or EngineOptions()
         self.cache = CacheDir(cache_dir, remote)
         self._clock = clock
@@ -540,12 +544,21 @@ class Replica:
 
     # ------------------------------------------------------------------ writing (push)
 
+    def snapshot_version(self, raw: sqlite3.Connection) -> int:
+        """The version a connection's just-opened transaction reads (it is a holder)."""
+        return self._version
+
     def begin_write(self, token: int, snapshot_version: int | None, timeout: float) -> None:
         """Make connection ``token`` the process's writer before its first write.
 
         ``snapshot_version`` is the version the transaction has read, or None
-        when it has not taken its snapshot yet (it will, after this call).
+        when it has not taken its snapshot yet (it will, after this call). With
+        a lock configured, the lock is taken here; a transaction that already
+        read is then checked against the remote, and fails with ConflictError
+        at once if another instance committed since its snapshot (SQLite's
+        ``SQLITE_BUSY_SNAPSHOT`` rule), instead of failing at commit.
         """
+        deadline = time.monotonic() + max(timeout, 0.0)
         if not self._writer_mutex.acquire(timeout=max(timeout, 0.0)):
             raise BusyError("database is locked: another connection of this process is writing")
         try:
@@ -554,16 +567,50 @@ class Replica:
                     f"another connection committed version {self._version} after this "
                     f"transaction read version {snapshot_version}; retry the transaction"
                 )
+            if self.lock is not None:
+                self._lease = self.lock.acquire(max(deadline - time.monotonic(), 0.0))
+                try:
+                    if snapshot_version is None:
+                        self._confirmed_at = float("-inf")
+                        self.refresh(token, max_staleness=0, timeout=timeout)
+                    else:
+                        self._check_remote_unchanged()
+                except BaseException:
+                    self._release_lease()
+                    raise
             self._write_pos = read_wal(self.cache.wal_path).position
             self._writer = token
         except BaseException:
             self._writer_mutex.release()
             raise
 
+    def _check_remote_unchanged(self) -> None:
+        blob = self.storage.get(fmt.MANIFEST_KEY, if_none_match=self._etag)
+        if blob is None:
+            return
+        current = fmt.decode_manifest(blob.data)
+        if not self._only_compacted(current):
+            raise ConflictError(
+                f"another instance committed version {current.version} after this transaction "
+                f"read version {self._version}; retry the transaction"
+            )
+        with self._cond:  # a compaction changed how the same version is stored
+            self._manifest, self._manifest_raw, self._etag = current, blob.data, blob.etag
+            self._save_state()
+
+    def _release_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None and self.lock is not None:
+            try:
+                self.lock.release(lease)
+            except LambdaliteError as exc:
+                log.warning("could not release the lock (it will expire): %s", exc)
+
     def abort_write(self, token: int) -> None:
         """The writer rolled back: nothing was committed locally."""
         if self._writer == token:
             self._writer = None
+            self._release_lease()
             self._writer_mutex.release()
 
     def commit_write(
@@ -602,6 +649,7 @@ class Replica:
             self._maybe_compact()
         finally:
             self._writer = None
+            self._release_lease()
             self._writer_mutex.release()
 
     def _publish(self) -> None:
@@ -617,6 +665,8 @@ class Replica:
         new_checksum = _checksum_from(undo, self._checksum, pages, new_count, page_size)
         _crash_point("before-push")
         try:
+            if self._lease is not None and self.lock is not None:
+                self._lease = self.lock.ensure(self._lease, min_remaining=5.0)
             manifest, raw_manifest, etag = self._push(pages, new_count, page_size, new_checksum)
         except BaseException as exc:
             self._undo(undo)
@@ -934,18 +984,13 @@ _registry: dict[tuple[str, str], Replica] = {}
 _registry_lock = threading.Lock()
 
 
-def get_replica(
-    remote: str,
-    cache_dir: str,
-    storage_factory: Callable[[], Storage],
-    options: EngineOptions | None = None,
-) -> Replica:
-    """The process's one :class:`Replica` for ``(remote, cache_dir)`` (created on first use)."""
+def get_replica(remote: str, cache_dir: str, factory: Callable[[], Replica]) -> Replica:
+    """The process's one :class:`Replica` for ``(remote, cache_dir)`` (``factory`` makes it)."""
     key = (remote, os.path.abspath(cache_dir))
     with _registry_lock:
         replica = _registry.get(key)
         if replica is None:
-            replica = Replica(remote, storage_factory(), cache_dir, options)
+            replica = factory()
             _registry[key] = replica
         return replica
 
