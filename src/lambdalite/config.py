@@ -64,7 +64,7 @@ _FALSE = ("0", "false", "no", "off")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _DYNAMODB_TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _REGION = re.compile(r"[a-z0-9-]+")
-_LOCK_KINDS = ("none", "file", "s3", "memory")
+_LOCK_KINDS = ("none", "file", "s3", "object", "memory")
 # Characters left unencoded in the path of a normalized remote URL (beyond letters, digits, "_.-~").
 _PATH_SAFE = "/:@!$&'()*+,;="
 
@@ -214,7 +214,7 @@ def _parse_lock(value: object, key: str) -> str:
         if _DYNAMODB_TABLE.fullmatch(table):
             return "dynamodb://" + table
         raise _invalid(key, value, "dynamodb://TABLE, a table name of 3-255 of A-Z a-z 0-9 _ . -")
-    expected = "none, file, s3, memory or dynamodb://TABLE"
+    expected = "none, file, s3, object, memory or dynamodb://TABLE"
     raise _invalid(key, value, expected, (*_LOCK_KINDS, "dynamodb://"))
 
 
@@ -436,7 +436,11 @@ def _check_combination(settings: Settings) -> None:
     if settings.lock == "s3" and not settings.remote.startswith("s3://"):
         raise ConfigurationError(
             f"invalid value for lock: 's3'; the S3 lock lives next to an s3:// remote, "
-            f"not {settings.remote!r}", key="lock")
+            f"not {settings.remote!r} (lock=object keeps a lock object on any remote)", key="lock")
+    if settings.lock == "object" and settings.mode == "shared-file":
+        raise ConfigurationError(
+            "invalid value for lock: 'object'; shared-file mode has no remote to keep a lock "
+            "object on: use file or dynamodb://TABLE", key="lock")
 
 
 # -- the settings object --------------------------------------------------------------------------
