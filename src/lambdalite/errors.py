@@ -9,6 +9,7 @@ middleware that already handles "database is locked" keeps working::
     ├── ConfigurationError (ValueError)            bad URL or option; names the key
     ├── StorageError (sqlite3.OperationalError)    .remote, .key; __cause__ = the SDK error
     │   ├── TransientStorageError                  5xx, throttling, timeouts, S3 409: retryable
+    │   │   └── CommitOutcomeUnknownError          the manifest write's fate could not be learned
     │   ├── NotFoundError                          the object (or bucket) does not exist
     │   ├── PreconditionFailedError                a conditional write lost the race
     │   └── CorruptionError                        checksum or format mismatch: never applied
@@ -29,6 +30,7 @@ import sqlite3
 
 __all__ = [
     "BusyError",
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
     "CorruptionError",
@@ -70,6 +72,15 @@ class StorageError(LambdaliteError, sqlite3.OperationalError):
 
 class TransientStorageError(StorageError):
     """A failure that may go away when retried (5xx, throttling, timeouts, S3 409)."""
+
+
+class CommitOutcomeUnknownError(TransientStorageError):
+    """The manifest write failed ambiguously and the remote could not be read to settle it.
+
+    The commit may or may not have been published (as with any database whose
+    connection drops during COMMIT). The local copy was put back and will pull
+    whatever the remote holds; check before retrying a non-idempotent change.
+    """
 
 
 class NotFoundError(StorageError):

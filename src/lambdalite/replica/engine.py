@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 from lambdalite.errors import (
     BusyError,
+    CommitOutcomeUnknownError,
     ConflictError,
     CorruptionError,
     LambdaliteError,
@@ -79,6 +80,7 @@ crash_hook: Callable[[str], None] | None = None
 """Tests set this to kill the process at a named step of the commit path."""
 
 _INLINE_BUDGET = 256 * 1024  # bytes of inline deltas a manifest may carry in all
+_UNKNOWN_ETAG = "unknown"  # matches no real ETag: the next read fetches the manifest
 _DEFAULT_PAGE_SIZE = 4096
 
 
@@ -744,15 +746,38 @@ class Replica:
                     self._forget_delta(ref)
                     raise
                 base, etag = current[0], current[1]  # a compaction moved the ETag only: retry
-            except TransientStorageError:
-                current = self._read_manifest()
-                if current is not None and current[0].nonce == nonce:
-                    return current[0], current[2], current[1]  # it did land
-                if current is not None and etag is not None and current[1] == etag:
+            except TransientStorageError as exc:
+                try:
+                    current = self._read_manifest()
+                except StorageError as again:
+                    raise CommitOutcomeUnknownError(
+                        f"publishing version {ref.version} failed ({exc}) and the manifest could "
+                        f"not be read to learn whether it landed ({again})",
+                        remote=self.remote,
+                        key=fmt.MANIFEST_KEY,
+                    ) from exc
+                verdict = _settle(current, nonce, ref, etag)
+                if verdict == "landed":
+                    assert current is not None
+                    if current[0].nonce == nonce:
+                        return current[0], current[2], current[1]
+                    # ours landed and another commit followed: the next refresh catches up
+                    return manifest, raw, _UNKNOWN_ETAG
+                if verdict == "absent":
                     time.sleep(0.05)
-                    continue  # it did not land: try again
+                    continue  # it did not land and nothing moved: try again
                 self._forget_delta(ref)
-                raise
+                if verdict == "moved":
+                    raise ConflictError(
+                        "another instance committed first (after a failed write); the "
+                        "transaction was rolled back, retry it"
+                    ) from exc
+                raise CommitOutcomeUnknownError(
+                    f"publishing version {ref.version} failed ({exc}) and the history was "
+                    "compacted since, so whether it landed cannot be told",
+                    remote=self.remote,
+                    key=fmt.MANIFEST_KEY,
+                ) from exc
         raise TransientStorageError(
             "could not publish the manifest after several attempts", remote=self.remote
         )
@@ -915,6 +940,33 @@ class Replica:
         with self._cond:
             self.cache.close()
             self._opened = False
+
+
+def _settle(
+    current: tuple[fmt.Manifest, str, bytes] | None,
+    nonce: str,
+    ref: fmt.DeltaRef,
+    base_etag: str | None,
+) -> str:
+    """After an ambiguous manifest write: did version ``ref.version`` land?
+
+    "landed", "absent" (nothing changed: safe to retry), "moved" (another
+    commit took the version) or "unknown" (compacted past it).
+    """
+    if current is None:
+        return "absent" if base_etag is None else "moved"
+    manifest, etag, _raw = current
+    if manifest.nonce == nonce:
+        return "landed"
+    if etag == base_etag:
+        return "absent"
+    for d in manifest.deltas:
+        if d.version == ref.version:
+            same = d.checksum == ref.checksum and d.base_checksum == ref.base_checksum
+            return "landed" if same else "moved"
+    if manifest.version < ref.version:
+        return "moved"
+    return "unknown"
 
 
 def _crash_point(name: str) -> None:
