@@ -5,6 +5,9 @@
 * ``dynamodb_table`` (function): a fresh lock table (made by ``init_table``), with the
   environment pointed at the server (``AWS_ENDPOINT_URL_DYNAMODB`` and credentials
   DynamoDB Local accepts), so boto3's default chain reaches it, also from subprocesses.
+
+Tests that use either fixture are marked ``dynamodb`` automatically. A missing Java or
+DynamoDB Local package fails the test with the way to install it; it never skips.
 """
 
 from __future__ import annotations
@@ -44,3 +47,10 @@ def dynamodb_table(dynamodb: DynamoDBLocal, monkeypatch: pytest.MonkeyPatch) -> 
     init_table(table, endpoint_url=dynamodb.endpoint_url, region="us-east-1")
     yield table
     dynamodb.client().delete_table(TableName=table)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use DynamoDB Local are marked ``dynamodb`` (``-m "not dynamodb"`` skips them)."""
+    for item in items:
+        if {"dynamodb", "dynamodb_table"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.dynamodb)

@@ -1,0 +1,367 @@
+"""The lock interface: who should write now.
+
+A lock is a hint about who should work, not a guarantee about who does (the idea of
+filelock's ``_lease.py``). Holding a lease means "nobody else was granted this lock
+until ``expires_at``, by the clocks involved"; it cannot stop a holder that froze
+(a suspended Lambda, a GC pause, a stalled network) from waking up after its lease
+expired and acting on stale beliefs. Only the resource itself can fence a
+superseded holder: in replica mode the conditional write of the manifest
+(``If-Match``) does, so the lock only saves wasted work; in shared-file mode the
+lease check before ``COMMIT`` (:meth:`Lock.ensure`) narrows the window but cannot
+close it (``docs/locks.md``).
+
+A lease carries:
+
+* ``owner``: who holds it (one id per :class:`Lock` object; a retried acquire by the
+  same owner is success, not contention, which makes acquiring idempotent);
+* ``generation``: the fencing counter, bumped on every acquire, by any owner,
+  including takeovers after expiry; it never goes down (when a backend finds no
+  trace of the lock, the count starts from the clock in milliseconds, see
+  :func:`first_generation`);
+* ``expires_at``: POSIX seconds by the clock the lock was given (injected, so tests
+  expire leases without sleeping);
+* ``token``: backend data that identifies this very grant (an ETag, a lock id).
+
+Every backend subclasses :class:`LeaseLock`, which holds what they share: the
+acquire loop (capped exponential backoff with full jitter, bounded by the timeout
+and by ``max_attempts``; contention ends in :class:`~lambdalite.errors.LockTimeoutError`
+naming the holder; any other error fails at once), the owner checks and
+:meth:`LeaseLock.ensure` (renew inline when close to expiry: no heartbeat threads,
+since a frozen Lambda cannot run them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import socket
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+from lambdalite.errors import LockError, LockLostError, LockTimeoutError
+
+__all__ = [
+    "Backoff",
+    "Busy",
+    "Clock",
+    "Lease",
+    "LeaseLock",
+    "Lock",
+    "TransientLockError",
+    "first_generation",
+    "format_time",
+    "new_owner_id",
+]
+
+logger = logging.getLogger("lambdalite.locks")
+
+Clock = Callable[[], float]
+"""Returns POSIX seconds (``time.time`` unless a test injects its own)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One grant of a lock (or, from :meth:`Lock.inspect`, the current holder's grant)."""
+
+    key: str
+    owner: str
+    generation: int
+    expires_at: float
+    token: str = ""
+
+    def remaining(self, now: float) -> float:
+        """Seconds left at ``now`` (negative once expired)."""
+        return self.expires_at - now
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at < now
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """One acquire attempt lost: ``holder`` is who has the lock, if the backend saw it."""
+
+    holder: Lease | None
+
+
+class TransientLockError(LockError):
+    """A failure worth retrying (timeout, throttling, 5xx). The acquire loop retries it;
+    elsewhere it reaches the caller as the :class:`LockError` it is."""
+
+
+@runtime_checkable
+class Lock(Protocol):
+    """A lock on one key. Every method may raise :class:`~lambdalite.errors.LockError`."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def expiration(self) -> float: ...
+
+    def acquire(self, timeout: float) -> Lease:
+        """Take the lock, waiting up to ``timeout`` seconds (and ``max_attempts`` attempts).
+
+        Contention ends in ``LockTimeoutError`` (``.owner``, ``.expires_at`` of the holder);
+        access denied, a missing table and the like fail at once with a ``LockError``.
+        """
+        ...
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend ``lease`` to ``expiration`` seconds from now; ``LockLostError`` if it
+        expired or was taken over."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Free the lock. ``LockLostError`` (and nothing changed) if ``lease`` is not this
+        lock's, or another owner took the lock over. Releasing twice is harmless."""
+        ...
+
+    def ensure(self, lease: Lease, min_remaining: float) -> Lease:
+        """``lease`` itself if at least ``min_remaining`` seconds are left, else a renewed
+        lease; ``LockLostError`` if it expired or was lost."""
+        ...
+
+    def inspect(self) -> Lease | None:
+        """The current (possibly expired) holder's lease, or ``None`` if the lock is free."""
+        ...
+
+    def break_(self) -> Lease | None:
+        """Force-release (``lambdalite lock break``): returns the lease it took away, if any.
+        The generation is kept, so the next acquire still gets a bigger one."""
+        ...
+
+    def close(self) -> None:
+        """Drop clients and file handles (does not release a held lease)."""
+        ...
+
+
+def new_owner_id() -> str:
+    """A unique owner id: ``host:pid:random`` (readable in ``lock show``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def first_generation(now: float) -> int:
+    """The generation of a lock whose record does not exist (never taken, or deleted by
+    DynamoDB's TTL or by hand): the clock in milliseconds. Every later acquire adds 1, so
+    generations stay increasing across a lost record as long as fewer than 1000 acquires per
+    second happened on average and clocks agree to within the time the record was gone."""
+    return max(1, int(now * 1000))
+
+
+def format_time(epoch: float) -> str:
+    """ISO 8601 UTC, milliseconds."""
+    if not math.isfinite(epoch):
+        return "never"
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: attempt ``n`` (from 0) waits a uniform
+    random time in ``[0, min(cap, base * 2**n)]`` (AWS Architecture Blog, "Exponential
+    Backoff And Jitter")."""
+
+    def __init__(
+        self, base: float = 0.025, cap: float = 1.0, rng: random.Random | None = None
+    ) -> None:
+        if base <= 0 or cap < base:
+            raise ValueError("backoff needs 0 < base <= cap")
+        self.base = base
+        self.cap = cap
+        self._rng = rng or random.Random()
+
+    def ceiling(self, attempt: int) -> float:
+        return min(self.cap, self.base * 2.0 ** min(attempt, 62))
+
+    def delay(self, attempt: int) -> float:
+        return self._rng.uniform(0.0, self.ceiling(attempt))
+
+
+class LeaseLock(ABC):
+    """What every backend shares. Subclasses implement one-shot primitives:
+
+    * ``_try_acquire(now)``: one attempt; our :class:`Lease`, or :class:`Busy`; raise
+      :class:`TransientLockError` for retryable failures, another ``LockError`` otherwise;
+    * ``_renew(lease, now)``, ``_release(lease, now)``, ``inspect()``, ``break_()``.
+    """
+
+    #: How the backend is named in messages ("DynamoDB table t", "lock file /x", ...).
+    where: str = "lock"
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        expiration: float = 30.0,
+        max_attempts: int = 10,
+        clock: Clock = time.time,
+        owner: str | None = None,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not key:
+            raise ValueError("a lock needs a non-empty key")
+        if not expiration > 0 or not math.isfinite(expiration):
+            raise ValueError(f"lock expiration must be a finite number > 0, not {expiration!r}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, not {max_attempts!r}")
+        self._key = key
+        self._owner = owner or new_owner_id()
+        self._expiration = float(expiration)
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.backoff = backoff or Backoff()
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.where} key={self._key!r} owner={self._owner!r}>"
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    @property
+    def expiration(self) -> float:
+        return self._expiration
+
+    # -- the shared logic ------------------------------------------------------------------
+
+    def acquire(self, timeout: float) -> Lease:
+        if timeout < 0 or math.isnan(timeout):
+            raise ValueError(f"timeout must be >= 0, not {timeout!r}")
+        start = time.monotonic()
+        deadline = start + timeout
+        holder: Lease | None = None
+        failure: TransientLockError | None = None
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                result = self._try_acquire(self.clock())
+            except TransientLockError as exc:
+                logger.debug("%s: acquire attempt %d failed: %s", self, attempts, exc)
+                failure = exc
+            else:
+                if isinstance(result, Lease):
+                    logger.debug(
+                        "acquired %s generation %d after %d attempt(s)",
+                        self._key, result.generation, attempts,
+                    )
+                    return result
+                holder = result.holder or holder
+            remaining = deadline - time.monotonic()
+            if attempts >= self.max_attempts or remaining <= 0:
+                break
+            self._sleep(min(self.backoff.delay(attempts - 1), remaining))
+        elapsed = time.monotonic() - start
+        if holder is None and failure is not None:
+            raise LockError(
+                f"could not reach the lock {self._key!r} ({self.where}) in {attempts} "
+                f"attempt(s) over {elapsed:.2f}s: {failure}"
+            ) from failure
+        raise self._timeout_error(holder, attempts, elapsed)
+
+    def _timeout_error(
+        self, holder: Lease | None, attempts: int, elapsed: float
+    ) -> LockTimeoutError:
+        if holder is None:
+            who = "another owner (it changed hands while we tried)"
+            owner, expires_at = None, None
+        else:
+            left = holder.remaining(self.clock())
+            who = (
+                f"{holder.owner} (generation {holder.generation}) until "
+                f"{format_time(holder.expires_at)}, {left:.1f}s from now"
+            )
+            owner, expires_at = holder.owner, holder.expires_at
+        logger.info("lock %s busy: held by %s", self._key, who)
+        return LockTimeoutError(
+            f"lock {self._key!r} ({self.where}) is busy: held by {who}; gave up after "
+            f"{attempts} attempt(s) in {elapsed:.2f}s",
+            owner=owner,
+            expires_at=expires_at,
+        )
+
+    def _check_mine(self, lease: Lease, action: str) -> None:
+        if lease.key != self._key:
+            raise LockLostError(
+                f"cannot {action} a lease on {lease.key!r} with the lock on {self._key!r}"
+            )
+        if lease.owner != self._owner:
+            raise LockLostError(
+                f"cannot {action} the lease of {lease.owner}: this lock's owner is {self._owner}"
+            )
+
+    def _lost(self, lease: Lease, holder: Lease | None, action: str) -> LockLostError:
+        if holder is None:
+            now_held = "it is free now (broken or expired and cleaned up)"
+        elif holder.owner == lease.owner and holder.generation == lease.generation:
+            now_held = f"it expired at {format_time(holder.expires_at)}"
+        else:
+            now_held = (
+                f"it is now held by {holder.owner} (generation {holder.generation}) until "
+                f"{format_time(holder.expires_at)}"
+            )
+        logger.warning(
+            "lease on %s (generation %d) lost: %s", self._key, lease.generation, now_held
+        )
+        return LockLostError(
+            f"cannot {action} the lease on {self._key!r} (generation {lease.generation}, "
+            f"{self.where}): {now_held}"
+        )
+
+    def renew(self, lease: Lease) -> Lease:
+        self._check_mine(lease, "renew")
+        now = self.clock()
+        if lease.expired(now):
+            raise LockLostError(
+                f"cannot renew the lease on {self._key!r} (generation {lease.generation}): "
+                f"it expired at {format_time(lease.expires_at)}, "
+                f"{now - lease.expires_at:.1f}s ago"
+            )
+        return self._renew(lease, now)
+
+    def release(self, lease: Lease) -> None:
+        self._check_mine(lease, "release")
+        self._release(lease, self.clock())
+        logger.debug("released %s generation %d", self._key, lease.generation)
+
+    def ensure(self, lease: Lease, min_remaining: float) -> Lease:
+        self._check_mine(lease, "use")
+        if lease.remaining(self.clock()) >= min_remaining:
+            return lease
+        return self.renew(lease)
+
+    def close(self) -> None:  # noqa: B027 - a no-op that backends may override
+        """Nothing to drop by default."""
+
+    # -- backend primitives ----------------------------------------------------------------
+
+    @abstractmethod
+    def _try_acquire(self, now: float) -> Lease | Busy: ...
+
+    @abstractmethod
+    def _renew(self, lease: Lease, now: float) -> Lease: ...
+
+    @abstractmethod
+    def _release(self, lease: Lease, now: float) -> None: ...
+
+    @abstractmethod
+    def inspect(self) -> Lease | None: ...
+
+    @abstractmethod
+    def break_(self) -> Lease | None: ...

@@ -1,0 +1,1 @@
+"""Helpers for tests, benchmarks and scripts: real servers on loopback, fakes."""
