@@ -8,6 +8,7 @@ write nothing.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import socket
 import time
@@ -73,6 +74,7 @@ def test_public_names_are_sorted_and_exported() -> None:
         ("s3://bucket/a//b", "prefix"),
         ("s3://bucket/db?versionId=1", "query"),
         ("memory://", "name"),
+        ("memory://name/a/../b", "prefix"),
     ],
 )
 def test_malformed_urls_are_configuration_errors(url: str, says: str) -> None:
@@ -159,6 +161,17 @@ def test_folder_creates_its_root_on_first_write(tmp_path: Path) -> None:
     assert [i.key for i in storage.list()] == ["deltas/0001"]
 
 
+def test_folder_made_by_hand_is_usable(tmp_path: Path) -> None:
+    root = tmp_path / "remote"
+    (root / "snapshots").mkdir(parents=True)
+    (root / "snapshots" / "0001").write_bytes(b"image")  # copied in, no .lambdalite folder
+    storage = FolderStorage(root)
+    (info,) = storage.list()
+    assert (info.key, info.etag) == ("snapshots/0001", hashlib.md5(b"image").hexdigest())
+    storage.delete("snapshots/0001", if_match=info.etag)
+    assert list(storage.list()) == []
+
+
 def test_folder_key_clash_between_object_and_folder(tmp_path: Path) -> None:
     storage = FolderStorage(tmp_path / "remote")
     storage.put("a", b"object")
@@ -191,6 +204,8 @@ def test_folder_ignores_and_cleans_leftover_temp_files(tmp_path: Path) -> None:
 
     reader = FolderStorage(root)
     assert [i.key for i in reader.list()] == ["manifest"]
+    for hidden in (".lambdalite", ".lambdalite/", ".lambdalite/tmp/", "../", "/"):
+        assert list(reader.list(hidden)) == []
     with pytest.raises(ConfigurationError):
         reader.get(".lambdalite/tmp/tmpcrashed.tmp")
     assert leftover.exists()

@@ -120,6 +120,8 @@ class FolderStorage:
             if not self._root_exists():
                 return
             base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+            if base and not _is_valid_key(base):
+                return  # no valid key starts with it (and never walk outside the root)
             keys = sorted(k for k in self._walk(base) if k.startswith(prefix))
         for key in keys:
             path = os.path.join(self._root, key)
@@ -168,6 +170,7 @@ class FolderStorage:
                 if if_match is not None:
                     raise self._precondition(key, if_match)
                 return
+            self._prepare()
             with self._locked(key):
                 if if_match is not None and _etag_or_none(path) != if_match:
                     raise self._precondition(key, if_match)
@@ -382,6 +385,14 @@ def _md5_of(f: BinaryIO) -> str:
     while chunk := f.read(_CHUNK):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+def _is_valid_key(key: str) -> bool:
+    try:
+        check_key(key)
+    except ConfigurationError:
+        return False
+    return True
 
 
 def _etag_or_none(path: str) -> str | None:

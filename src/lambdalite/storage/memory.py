@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from lambdalite.errors import NotFoundError, PreconditionFailedError
+from lambdalite.errors import ConfigurationError, NotFoundError, PreconditionFailedError
 from lambdalite.storage._common import check_key, md5_etag, url_error
 from lambdalite.storage.base import Blob, ObjectInfo, ProgressCallback
 
@@ -76,7 +76,10 @@ class MemoryStorage:
         self._name = name
         self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         if self._prefix:
-            check_key(self._prefix.rstrip("/"))
+            try:
+                check_key(self._prefix.rstrip("/"))
+            except ConfigurationError as exc:
+                raise url_error(self.url, f"has an invalid prefix: {exc}", _FORM) from exc
         self._store = _store(name)
 
     @classmethod

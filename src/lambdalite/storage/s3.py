@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -249,6 +250,7 @@ class S3Storage:
         self._lock = threading.Lock()
         self._s3: Any = None
         self._transfers: Any = None
+        self._pid = os.getpid()
 
     @classmethod
     def from_url(
@@ -399,6 +401,9 @@ class S3Storage:
 
     def _client(self) -> Any:
         with self._lock:
+            if self._pid != os.getpid():  # forked: never share the parent's connections
+                self._s3 = self._transfers = None
+                self._pid = os.getpid()
             if self._s3 is None:
                 import boto3.session
                 from botocore.config import Config
