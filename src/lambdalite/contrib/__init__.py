@@ -1,0 +1,1 @@
+"""Framework adapters: Django (``contrib.django``) and SQLAlchemy; the core never imports them."""

@@ -1,0 +1,1 @@
+"""``lambdalite_status``, ``lambdalite_vacuum`` and the old tools' ``s3_sqlite_vacuum``."""

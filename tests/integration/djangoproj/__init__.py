@@ -1,0 +1,1 @@
+"""A tiny Django project for the backend tests (settings from environment variables)."""
