@@ -1,0 +1,1 @@
+"""The guestbook app: entries and a visit counter."""

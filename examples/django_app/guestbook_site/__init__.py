@@ -1,0 +1,1 @@
+"""The guestbook example project (settings, URLs, WSGI)."""
