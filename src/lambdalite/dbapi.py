@@ -517,7 +517,7 @@ class Connection:
     def _cursor_active(self, cid: int, active: bool) -> None:
         if active:
             self._active.add(cid)
-        elif cid in self._active:
+        else:
             self._active.discard(cid)
             self._maybe_release()
 
@@ -593,32 +593,40 @@ class Cursor:
             self._raw = None
 
     def _after(self) -> None:
+        """After a statement: a cursor with rows left keeps its snapshot, others let go."""
         raw = self._raw
-        if raw is None or raw.description is None:
-            return
-        row = raw.fetchone()  # look ahead: a cursor with rows left keeps its snapshot
-        if row is None:
-            return
-        self._buffer.append(row)
-        self._set_active(True)
+        row = raw.fetchone() if raw is not None and raw.description is not None else None
+        if row is not None:
+            self._buffer.append(row)  # looked ahead
+        self._set_active(row is not None)
 
     def _set_active(self, active: bool) -> None:
         self._conn._cursor_active(id(self), active)
 
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
         self._start()
-        self._conn._run(self, sql, parameters, many=False)
+        try:
+            self._conn._run(self, sql, parameters, many=False)
+        except BaseException:
+            self._set_active(False)
+            raise
         self._after()
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> Cursor:
         self._start()
-        self._conn._run(self, sql, seq_of_parameters, many=True)
+        try:
+            self._conn._run(self, sql, seq_of_parameters, many=True)
+        finally:
+            self._set_active(False)
         return self
 
     def executescript(self, sql_script: str, /) -> Cursor:
         self._start()
-        self._conn._executescript(self, sql_script)
+        try:
+            self._conn._executescript(self, sql_script)
+        finally:
+            self._set_active(False)
         return self
 
     def fetchone(self) -> Any:

@@ -245,3 +245,17 @@ def test_journal_mode_change_is_refused(instance: Instance) -> None:
     a = instance("a")
     with pytest.raises(sqlite3.OperationalError, match="WAL"):
         a.execute("PRAGMA journal_mode=DELETE")
+
+
+def test_statements_without_rows_do_not_pin_the_snapshot(instance: Instance) -> None:
+    """An empty SELECT or a setting PRAGMA must not keep the connection from refreshing."""
+    a, b = instance("a", isolation_level=None), instance("b")
+    a.execute("CREATE TABLE t(x)")
+    assert b.execute("SELECT x FROM t").fetchall() == []
+    b.execute("PRAGMA foreign_keys = ON")
+    a.execute("INSERT INTO t VALUES (1)")
+    assert b.execute("SELECT x FROM t").fetchall() == [(1,)]
+    with pytest.raises(sqlite3.OperationalError):
+        b.execute("SELECT nope FROM t")
+    a.execute("INSERT INTO t VALUES (2)")
+    assert b.execute("SELECT count(*) FROM t").fetchone() == (2,)

@@ -661,12 +661,17 @@ class Replica:
             return  # the transaction changed nothing
         page_size = wal.page_size
         new_count = ours[-1].commit_size
-        pages = frame_pages(self.cache.wal_path, ours, page_size)
-        pages = {p: data for p, data in pages.items() if p <= new_count}
-        undo = self._pre_images(wal.before(self._write_pos), pages, new_count, page_size)
-        new_checksum = _checksum_from(undo, self._checksum, pages, new_count, page_size)
-        _crash_point("before-push")
         try:
+            pages = frame_pages(self.cache.wal_path, ours, page_size)
+            pages = {p: data for p, data in pages.items() if p <= new_count}
+            undo = self._pre_images(wal.before(self._write_pos), pages, new_count, page_size)
+            new_checksum = _checksum_from(undo, self._checksum, pages, new_count, page_size)
+        except BaseException:
+            # the local commit cannot be undone page by page: pull the remote again
+            self._reset_local()
+            raise
+        try:
+            _crash_point("before-push")
             if self._lease is not None and self.lock is not None:
                 self._lease = self.lock.ensure(self._lease, min_remaining=5.0)
             manifest, raw_manifest, etag = self._push(pages, new_count, page_size, new_checksum)
@@ -677,12 +682,18 @@ class Replica:
                     "another instance committed first; the transaction was rolled back, retry it"
                 ) from exc
             raise
+        # Durable from here on: nothing below may turn the commit into an error.
         self._version, self._etag = manifest.version, etag
         self._manifest, self._manifest_raw = manifest, raw_manifest
         self._checksum, self._page_size, self._page_count = new_checksum, page_size, new_count
         self._confirmed_at = time.monotonic()
-        self._checkpoint(required=False)
-        self._save_state()
+        try:
+            self._checkpoint(required=False)
+            self._save_state()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning(
+                "version %d is durable, but the cache state was not saved: %s", self._version, exc
+            )
 
     def _pre_images(
         self,
@@ -863,6 +874,7 @@ class Replica:
         """Forget the local copy's version so the next refresh pulls a full image."""
         self._version, self._etag, self._manifest, self._manifest_raw = 0, None, None, None
         self._checksum = -1  # matches nothing: forces an image download
+        self._confirmed_at = float("-inf")
         with contextlib.suppress(OSError):
             os.unlink(self.cache.state_path)
 
