@@ -60,7 +60,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "default": _entry(e.remote, root / "cache-a"),
         "twin": _entry(e.remote, root / "cache-b"),
         "immediate": _entry(e.remote, root / "cache-c", transaction_mode="IMMEDIATE"),
+        # a second remote with a file lock, two instances
+        "lock_a": _entry((root / "locked").as_uri(), root / "cache-la", lock="file",
+                         transaction_mode="IMMEDIATE"),
+        "lock_b": _entry((root / "locked").as_uri(), root / "cache-lb", lock="file",
+                         timeout=0.5),
+        # shared-file mode: one database file, written in place under a file lock
+        "efs_a": _entry(str(root / "efs" / "app.db"), root / "unused", lock="file"),
+        "efs_b": _entry(str(root / "efs" / "app.db"), root / "unused", lock="file", timeout=0.1),
     }
+    (root / "efs").mkdir()
     settings.configure(**values)
     django.setup()
     from django.db import connections
@@ -367,6 +376,78 @@ def test_transaction_mode_immediate_reads_the_newest_version(env: Env) -> None:
         counter.value += 1
         counter.save(using="immediate")
     assert Counter.objects.get(name="imm").value == 6
+
+
+# -- locks and shared-file mode -----------------------------------------------------------------
+
+
+def test_lock_timeout_surfaces_as_django_operational_error(env: Env) -> None:
+    from django.db import OperationalError, connections, transaction
+
+    from lambdalite.errors import LockTimeoutError
+
+    with connections["lock_a"].cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
+    with transaction.atomic(using="lock_a"):  # BEGIN IMMEDIATE: holds the lock until COMMIT
+        connections["lock_a"].cursor().execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(OperationalError) as info:
+            connections["lock_b"].cursor().execute("INSERT INTO t VALUES (2)")
+    assert isinstance(info.value.__cause__, LockTimeoutError)
+    with connections["lock_b"].cursor() as cursor:  # the lock is free again
+        cursor.execute("INSERT INTO t VALUES (3)")
+        cursor.execute("SELECT v FROM t ORDER BY v")
+        assert cursor.fetchall() == [(1,), (3,)]
+
+
+def test_shared_file_mode(env: Env) -> None:
+    from django.core.management import call_command
+    from django.db import OperationalError, connections, transaction
+
+    from lambdalite.contrib.django import retrying_atomic
+    from tests.integration.djangoproj.testapp.models import Counter
+
+    call_command("migrate", "testapp", database="efs_a", verbosity=0)
+    assert connections["efs_a"].lambdalite_resolve().settings.mode == "shared-file"
+    Counter.objects.using("efs_a").create(name="efs", value=1)
+    assert Counter.objects.using("efs_b").get(name="efs").value == 1
+
+    with transaction.atomic(using="efs_a"):
+        counter = Counter.objects.using("efs_a").get(name="efs")
+        counter.value = 10
+        counter.save(using="efs_a")
+        # a writer waits for the writer's SQLite lock, then gives up, as on stock SQLite
+        with pytest.raises(OperationalError, match="database is locked"):
+            Counter.objects.using("efs_b").filter(name="efs").update(value=99)
+    assert Counter.objects.using("efs_b").get(name="efs").value == 10
+
+    @retrying_atomic("efs_a")
+    def add_one() -> None:
+        counter = Counter.objects.using("efs_a").get(name="efs")
+        counter.value += 1
+        counter.save(using="efs_a")
+
+    add_one()
+    assert Counter.objects.using("efs_b").get(name="efs").value == 11
+
+
+@pytest.mark.slow
+def test_efs_engine_with_a_dynamodb_lock_loses_no_update(
+    tmp_path: Path, dynamodb_table: str
+) -> None:
+    """django-sqlite-efs settings, unchanged but for ENGINE, from several processes."""
+    efs = {"LL_DJANGO_ENGINE": "lambdalite.contrib.django.efs",
+           "SQLITE_LOCK_DYNAMODB_TABLE": dynamodb_table, "SQLITE_LOCK_EXPIRATION": "30"}
+    name = str(tmp_path / "efs" / "app.db")
+    (tmp_path / "efs").mkdir()
+    assert _result(_spawn({**_instance(tmp_path, name, 0, tmp_path), **efs}, "migrate"))["ok"]
+    go = tmp_path / "go"
+    procs = [_spawn({**_instance(tmp_path, name, i + 1, go), **efs}, "increment", "efs", "6")
+             for i in range(3)]
+    go.touch()
+    for proc in procs:
+        _result(proc)
+    final = _spawn({**_instance(tmp_path, name, 0, tmp_path), **efs}, "read", "efs")
+    assert _result(final)["value"] == 18
 
 
 # -- settings -----------------------------------------------------------------------------------
