@@ -149,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "warmup": args.warmup,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                    "platform": platform.platform()},
+                    "platform": platform.platform(),
+                    "load_average_1m": round(os.getloadavg()[0], 2)},
         "results": results,
     }
     args.output.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"wrote {args.output}")
     return 0
 

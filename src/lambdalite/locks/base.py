@@ -28,6 +28,9 @@ and by ``max_attempts``; contention ends in :class:`~lambdalite.errors.LockTimeo
 naming the holder; any other error fails at once), the owner checks and
 :meth:`LeaseLock.ensure` (renew inline when close to expiry: no heartbeat threads,
 since a frozen Lambda cannot run them).
+
+One :class:`Lock` object stands for one instance (one owner): calls on it must not
+overlap (the engine serialises them); give each thread or instance its own object.
 """
 
 from __future__ import annotations
