@@ -259,3 +259,23 @@ def test_statements_without_rows_do_not_pin_the_snapshot(instance: Instance) -> 
         b.execute("SELECT nope FROM t")
     a.execute("INSERT INTO t VALUES (2)")
     assert b.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_warm_connection_survives_growth_shrink_and_snapshot_pulls(instance: Instance) -> None:
+    """Pulled pages that change the file's size must not leave SQLite trusting an old size."""
+    a = instance("a", isolation_level=None, compact_after_deltas=2, inline_delta_max=100)
+    b = instance("b")
+    a.execute("CREATE TABLE kv(k INTEGER PRIMARY KEY, v BLOB)")
+    for n in (1, 9, 60, 3):  # grows; every second commit compacts (b pulls a snapshot)
+        a.execute("BEGIN")
+        a.executemany(
+            "INSERT OR REPLACE INTO kv VALUES (?, ?)", [(j, bytes([j]) * 700) for j in range(n)]
+        )
+        a.commit()
+        assert b.execute("SELECT count(*) FROM kv").fetchone() == (max(n, 60 if n == 3 else n),)
+        assert b.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    a.execute("DELETE FROM kv")
+    a.execute("VACUUM")  # shrinks the file
+    assert b.execute("SELECT count(*) FROM kv").fetchone() == (0,)
+    assert b.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert b.execute("PRAGMA page_count").fetchone() == a.execute("PRAGMA page_count").fetchone()

@@ -82,6 +82,7 @@ crash_hook: Callable[[str], None] | None = None
 _INLINE_BUDGET = 256 * 1024  # bytes of inline deltas a manifest may carry in all
 _UNKNOWN_ETAG = "unknown"  # matches no real ETag: the next read fetches the manifest
 _DEFAULT_PAGE_SIZE = 4096
+_WAL_INDEX_HEADERS = 96  # the two copies of the WAL index header at the start of -shm
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +510,8 @@ class Replica:
         """Make every connection of the process drop its page cache before its next read.
 
         A WAL-mode connection only notices a changed database when the WAL
-        index changes, so a fresh connection commits a no-op write (setting
+        index changes, so the index is reset (``_reset_wal_index``) and a
+        fresh connection commits a no-op write (setting
         ``user_version`` to its own value), which every other connection sees
         at its next read; the checkpoint then empties the WAL again. That write
         also bumps the change counters in page 1's header, so page 1 is put
@@ -520,6 +522,7 @@ class Replica:
             return
         with open(self.cache.db_path, "rb") as f:
             page1 = read_page(f, 1, self._page_size_of_file())
+        self._reset_wal_index()
         raw = self._maintenance()
         try:
             uv = raw.execute("PRAGMA user_version").fetchone()[0]
@@ -535,6 +538,24 @@ class Replica:
             f.write(page1)
             f.flush()
             os.fsync(f.fileno())
+
+    def _reset_wal_index(self) -> None:
+        """Mark the shared WAL index as uninitialized, so SQLite rebuilds it.
+
+        The WAL index header remembers the database size in pages, and SQLite
+        trusts it over the file's size; after pages were written behind its
+        back (a pull that grew the file, an undo that shrank it) that number is
+        wrong. Zeroing both copies of the header makes the next connection run
+        WAL recovery, which finds an empty WAL and takes the size from the file.
+        Only done with exclusive access: no connection is inside a transaction.
+        """
+        shm = self.cache.db_path + "-shm"
+        try:
+            with open(shm, "r+b") as f:
+                if os.fstat(f.fileno()).st_size >= _WAL_INDEX_HEADERS:
+                    f.write(b"\0" * _WAL_INDEX_HEADERS)
+        except FileNotFoundError:
+            pass
 
     def _page_size_of_file(self) -> int:
         with open(self.cache.db_path, "rb") as f:
