@@ -38,8 +38,8 @@ def _isolated_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     empty.write_text("")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "lambdalite-test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "lambdalite-test-secret")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "lambdalitetest")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "lambdalitetestsecret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     yield
