@@ -36,6 +36,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -257,11 +258,13 @@ class FolderStorage:
         if self._root_checked:
             return True
         try:
-            is_dir = os.path.isdir(self._root)
-            exists = is_dir or os.path.lexists(self._root)
+            st = os.stat(self._root)  # one stat: no window between "exists" and "is a folder"
+        except FileNotFoundError:
+            return False
         except OSError:  # pragma: no cover - stat failures other than ENOENT are rare
             return False
-        if exists and not is_dir:
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not is_dir:
             raise url_error(self.url, "points at an existing file, not a folder", _FORM)
         self._root_checked = is_dir
         return is_dir
