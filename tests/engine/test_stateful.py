@@ -1,5 +1,8 @@
 """A hypothesis state machine: several instances against a model of acknowledged commits.
 
+At the end, every version the observer saw is restored (point-in-time restore)
+and compared with the model as it was at that version.
+
 Instances write, roll back, read, cold-start, die in the middle of a commit and
 compact (small thresholds make compaction frequent). After every step the
 remote, read by an observer instance, equals the model; every instance that
@@ -9,6 +12,7 @@ reads sees the model (strong consistency).
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -17,6 +21,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import lambdalite
+from lambdalite.admin import restore
+from lambdalite.config import Settings
 from lambdalite.replica import engine
 from lambdalite.replica.engine import forget_replicas
 
@@ -41,6 +47,7 @@ class Fleet(RuleBasedStateMachine):
         self.conns = [self._open(i) for i in range(INSTANCES)]
         self.conns[0].execute("CREATE TABLE kv(k INTEGER PRIMARY KEY, v BLOB)")
         self.observer = lambdalite.connect(self.remote, cache_dir=str(self.tmp / "observer"))
+        self.history: dict[int, dict[int, bytes]] = {}  # version -> the model at that version
 
     def _open(self, i: int) -> lambdalite.Connection:
         cache = self.tmp / f"cache-{i}-{self.generation[i]}"
@@ -135,12 +142,28 @@ class Fleet(RuleBasedStateMachine):
     def remote_equals_model(self) -> None:
         assert self._rows(self.observer) == self.model
         assert self.observer.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        self.history[self.observer.replica.version] = dict(self.model)
+
+    def _restore_every_version(self) -> None:
+        """Point-in-time restore of every version equals the model at that version."""
+        settings = Settings.build(self.remote, {"cache_dir": str(self.tmp / "admin")})
+        for version, expected in sorted(self.history.items()):
+            if version < 1:
+                continue
+            out = self.tmp / f"restored-{version}.db"
+            restore(settings, to_version=version, output=str(out))
+            db = sqlite3.connect(out)
+            try:
+                assert dict(db.execute("SELECT k, v FROM kv").fetchall()) == expected, version
+            finally:
+                db.close()
 
     def teardown(self) -> None:
         try:
             fresh = lambdalite.connect(self.remote, cache_dir=str(self.tmp / "fresh"))
             assert self._rows(fresh) == self.model
             fresh.close()
+            self._restore_every_version()
         finally:
             for conn in [*self.conns, self.observer]:
                 conn.close()
