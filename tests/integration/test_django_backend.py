@@ -207,15 +207,14 @@ def test_bulk_create_and_bulk_update(env: Env) -> None:
 
     from tests.integration.djangoproj.testapp.models import Item, Tag
 
-    # WORKAROUND (core bug, see test_warm_instance_after_a_large_commit): kept small, so that
-    # no commit's delta is large enough to break the warm "twin" instance's pull.
-    n = 90
-    items = Item.objects.bulk_create([Item(name=f"bulk-{i}", qty=i) for i in range(n)],
-                                     batch_size=40)
+    n = 600
+    items = Item.objects.bulk_create(
+        [Item(name=f"bulk-{i}", qty=i) for i in range(n)], batch_size=250
+    )
     assert all(item.pk is not None for item in items)
     for item in items:
         item.qty *= 2
-    Item.objects.bulk_update(items, ["qty"], batch_size=25)
+    Item.objects.bulk_update(items, ["qty"], batch_size=200)
     Tag.objects.bulk_create([Tag(item=item, label="x") for item in items[:30]])
     twin_items = Item.objects.using("twin").filter(name__startswith="bulk-")
     assert twin_items.count() == n
@@ -225,13 +224,9 @@ def test_bulk_create_and_bulk_update(env: Env) -> None:
     assert Tag.objects.using("twin").filter(label="x").count() == 0
 
 
-@pytest.mark.xfail(
-    reason="core bug (replica engine): a warm instance that pulled small deltas fails to apply "
-    "a larger one ('database disk image is malformed'); reproduced without Django in the "
-    "issue report",
-    strict=False,
-)
 def test_warm_instance_after_a_large_commit(tmp_path: Path) -> None:
+    """A regression test for a core bug found through this backend (fixed in the engine): a
+    warm instance failed to apply a larger delta ("database disk image is malformed")."""
     import lambdalite
 
     remote = (tmp_path / "remote").as_uri()
@@ -705,12 +700,6 @@ def _instance(tmp: Path, name: str, i: int, go: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="core bug (replica engine): the instance that lost pulls the winner's migrations "
-    "into its warm local copy and may hit 'database disk image is malformed' (see "
-    "test_warm_instance_after_a_large_commit)",
-    strict=False,
-)
 def test_concurrent_migrate_one_applies_the_other_sees_it(tmp_path: Path) -> None:
     remote = (tmp_path / "remote").as_uri()
     go = tmp_path / "go"

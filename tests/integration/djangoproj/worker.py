@@ -31,6 +31,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     django.setup()
     from django.core.management import call_command
     from django.db import OperationalError
+    from django.db.migrations.exceptions import MigrationSchemaMissing
 
     from lambdalite.contrib.django import is_conflict, retrying_atomic
     from tests.integration.djangoproj.testapp.models import Counter
@@ -40,10 +41,12 @@ def main(argv: list[str]) -> dict[str, Any]:
     if command == "migrate":
         try:
             call_command("migrate", verbosity=0)
-        except OperationalError as exc:
-            cause = exc.__cause__
-            return {"ok": False, "conflict": is_conflict(exc), "error": str(exc),
-                    "cause": type(cause).__name__ if cause else None}
+        except (OperationalError, MigrationSchemaMissing) as exc:
+            # MigrationSchemaMissing: two instances created django_migrations at once; Django
+            # raises it while handling the loser's OperationalError (its __context__).
+            context = exc.__context__
+            conflict = is_conflict(exc) or (context is not None and is_conflict(context))
+            return {"ok": False, "conflict": conflict, "error": str(exc)}
         return {"ok": True}
     if command == "increment":
         name, count = argv[1], int(argv[2])

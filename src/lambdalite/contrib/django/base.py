@@ -97,7 +97,6 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):  # type: ignore[misc]
     """``ENGINE = "lambdalite.contrib.django"`` (see ``docs/django.md``)."""
 
     vendor = "sqlite"
-    display_name = "SQLite (lambdalite)"
     Database = dbapi
     creation_class = DatabaseCreation
     features_class = DatabaseFeatures
@@ -167,6 +166,14 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):  # type: ignore[misc]
     def create_cursor(self, name: str | None = None) -> LambdaliteCursorWrapper:
         cursor: LambdaliteCursorWrapper = self.connection.cursor(factory=LambdaliteCursorWrapper)
         return cursor
+
+    def is_usable(self) -> bool:
+        # Django's SQLite backend always says True; a closed lambdalite connection says no.
+        try:
+            self.connection.cursor().close()
+        except dbapi.Error:
+            return False
+        return True
 
     def is_in_memory_db(self) -> bool:
         return False
