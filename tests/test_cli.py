@@ -105,6 +105,7 @@ def test_demo_json_parses_and_matches_the_run() -> None:
         (["--instances", "many"], "--instances"),
         (["--requests", "0"], "--requests"),
         (["--write-ratio", "2"], "--write-ratio"),
+        (["--think-time", "-5"], "--think-time"),
         (["--remote", "relative/folder"], "--remote"),
         (["--remote", "ftp://host/db"], "--remote"),
         (["--remote", "memory://x"], "--remote"),

@@ -79,7 +79,14 @@ def test_writers_only_contend_and_every_commit_counts(tmp_path: Path) -> None:
 
 def test_readers_only_change_nothing(tmp_path: Path) -> None:
     result = run_fleet(
-        FleetConfig(instances=2, requests=5, write_ratio=0.0, remote=_folder(tmp_path), seed=2)
+        FleetConfig(
+            instances=2,
+            requests=5,
+            write_ratio=0.0,
+            remote=_folder(tmp_path),
+            seed=2,
+            think_time=0.002,
+        )
     )
     _assert_consistent(result)
     assert result.writes == 0
@@ -101,18 +108,28 @@ def test_a_second_run_on_the_same_remote_counts_from_where_the_first_ended(
     assert first.run_id != second.run_id
 
 
-@pytest.mark.xfail(
-    reason="engine bug: pulling a delta that grows the database breaks a warm local copy "
-    "('database disk image is malformed'); see the fleet report",
-    raises=FleetError,
-    strict=False,
-)
 def test_the_fleet_survives_the_database_growing(tmp_path: Path) -> None:
     # 90 guestbook rows spill onto new pages: warm instances pull deltas that grow the file.
     result = run_fleet(
         FleetConfig(instances=3, requests=30, write_ratio=1.0, remote=_folder(tmp_path), seed=5)
     )
     _assert_consistent(result)
+
+
+def test_a_connection_per_transaction_keeps_the_local_copy(tmp_path: Path) -> None:
+    result = run_fleet(
+        FleetConfig(
+            instances=2,
+            requests=6,
+            write_ratio=0.5,
+            remote=_folder(tmp_path),
+            seed=6,
+            connection_per_transaction=True,
+        )
+    )
+    _assert_consistent(result)
+    assert result.connection_per_transaction
+    assert result.read_transfer.bytes_down <= result.cold_start_transfer.bytes_down * result.reads
 
 
 def test_result_is_json_able() -> None:
@@ -151,6 +168,7 @@ def test_problems_name_what_went_wrong() -> None:
         ({"write_ratio": -0.1}, "write_ratio"),
         ({"max_attempts": 0}, "max_attempts"),
         ({"timeout": 0}, "timeout"),
+        ({"think_time": -1}, "think_time"),
         ({"remote": "memory://fleet"}, "remote"),
     ],
 )
@@ -213,6 +231,7 @@ def _fake_result(**changes: Any) -> FleetResult:
         "instances": 2,
         "requests_per_instance": 2,
         "write_ratio": 0.5,
+        "connection_per_transaction": False,
         "seed": 1,
         "run_id": "abc",
         "duration_s": 1.0,

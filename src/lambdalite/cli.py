@@ -83,6 +83,14 @@ def cli(verbose: int) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table."
 )
+@click.option(
+    "--think-time",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    metavar="MS",
+    help="Mean pause before each request, in milliseconds (exponentially distributed).",
+)
 @click.option("--seed", type=int, default=None, help="Seed of the workload (default: random).")
 def demo(
     instances: int,
@@ -91,6 +99,7 @@ def demo(
     remote: str | None,
     endpoint_url: str | None,
     as_json: bool,
+    think_time: float,
     seed: int | None,
 ) -> None:
     """Run a fleet of simulated Lambda instances against one database and check the outcome.
@@ -113,10 +122,14 @@ def demo(
         remote=remote,
         endpoint_url=endpoint_url,
         seed=seed,
+        think_time=think_time / 1000,
     )
     try:
         with click.progressbar(
-            length=instances * requests, label="requests", file=sys.stderr
+            length=instances * requests,
+            label="requests",
+            file=sys.stderr,
+            hidden=not sys.stderr.isatty(),
         ) as bar:
             result = run_fleet(config, progress=lambda done, _total: bar.update(done - bar.pos))
     except ConfigurationError as exc:

@@ -96,7 +96,18 @@ class FleetError(LambdaliteError, RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class FleetConfig:
-    """What to run. ``requests`` is per instance; ``remote=None`` means a fresh folder remote."""
+    """What to run. ``requests`` is per instance; ``remote=None`` means a fresh folder remote.
+
+    ``connection_per_transaction``: every transaction (and every retry of one) opens a new
+    connection and closes it, as a handler doing ``with closing(lambdalite.connect(...))``
+    inside its retried function does, instead of one connection per instance kept across
+    requests (a warm Lambda holding it in a global). The local copy is kept either way.
+
+    ``think_time``: mean pause in seconds before each request (exponentially distributed),
+    as between a real instance's invocations. Without it, requests run back to back and the
+    instance that just committed tends to win the next race too (its local copy is current,
+    the losers pull and back off first), so instances take turns in long runs.
+    """
 
     instances: int = 4
     requests: int = 50
@@ -107,6 +118,8 @@ class FleetConfig:
     max_attempts: int = 100
     timeout: float = 600.0
     work_dir: str | None = None
+    connection_per_transaction: bool = False
+    think_time: float = 0.0
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` naming the first invalid field."""
@@ -116,6 +129,7 @@ class FleetConfig:
             ("write_ratio", 0.0 <= self.write_ratio <= 1.0, "must be between 0 and 1"),
             ("max_attempts", self.max_attempts >= 1, "must be at least 1"),
             ("timeout", self.timeout > 0, "must be positive"),
+            ("think_time", self.think_time >= 0, "must not be negative"),
             (
                 "remote",
                 not (self.remote or "").lower().startswith("memory:"),
@@ -137,6 +151,7 @@ class RequestRecord:
     conflicts: int
     ok: bool  # False: a write that gave up after max_attempts conflicts
     stats: StorageStats
+    version: int  # the version the instance's local copy held afterwards
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +236,7 @@ class FleetResult:
     instances: int
     requests_per_instance: int
     write_ratio: float
+    connection_per_transaction: bool
     seed: int
     run_id: str
     duration_s: float
@@ -365,6 +381,8 @@ def run_fleet(config: FleetConfig, progress: ProgressCallback | None = None) -> 
                 seed=seed * 1000 + i,
                 run_id=run_id,
                 max_attempts=config.max_attempts,
+                connection_per_transaction=config.connection_per_transaction,
+                think_time=config.think_time,
                 log_level=logging.getLogger("lambdalite").getEffectiveLevel(),
             )
             for i in range(config.instances)
@@ -548,6 +566,7 @@ def _summarize(
         instances=config.instances,
         requests_per_instance=config.requests,
         write_ratio=config.write_ratio,
+        connection_per_transaction=config.connection_per_transaction,
         seed=seed,
         run_id=run_id,
         duration_s=outcome.duration,
@@ -588,6 +607,8 @@ class _WorkerSpec:
     seed: int
     run_id: str
     max_attempts: int
+    connection_per_transaction: bool
+    think_time: float
     log_level: int
 
 
@@ -608,8 +629,16 @@ class _Instance:
     def __init__(self, spec: _WorkerSpec, messages: multiprocessing.Queue[tuple[Any, ...]]) -> None:
         self.spec = spec
         self.messages = messages
-        self.rng = random.Random(spec.seed)
-        self.conn = lambdalite.connect(
+        plan = random.Random(spec.seed)  # the request mix: the same for a given seed
+        self.writes = [plan.random() < spec.write_ratio for _ in range(spec.requests)]
+        self.names = [plan.choice(_NAMES) for _ in range(spec.requests)]
+        self.rng = random.Random(f"jitter-{spec.seed}")  # backoff: depends on the race
+        self.pause = random.Random(f"pause-{spec.seed}")
+        self.conn = self._connect()
+
+    def _connect(self) -> lambdalite.Connection:
+        spec = self.spec
+        return lambdalite.connect(
             spec.remote, cache_dir=spec.cache_dir, endpoint_url=spec.endpoint_url
         )
 
@@ -621,7 +650,9 @@ class _Instance:
         records: list[RequestRecord] = []
         acked: list[int] = []
         for n in range(spec.requests):
-            if self.rng.random() < spec.write_ratio:
+            if spec.think_time > 0:
+                time.sleep(self.pause.expovariate(1 / spec.think_time))
+            if self.writes[n]:
                 record = self._measure("write", functools.partial(self._write, n))
                 if record.ok:
                     acked.append(n)
@@ -634,19 +665,27 @@ class _Instance:
 
     def _measure(self, kind: str, body: Callable[[], tuple[int, bool]]) -> RequestRecord:
         """Run one request; ``body`` returns (conflicts, committed)."""
-        before = self.conn.replica.stats.copy()
+        replica = self.conn.replica  # one per process and cache dir, whatever the connection
+        before = replica.stats.copy()
         began = time.perf_counter()
         conflicts, ok = body()
         latency = time.perf_counter() - began
-        stats = self.conn.replica.stats.copy() - before
-        return RequestRecord(self.spec.index, kind, latency, conflicts, ok, stats)
+        stats = replica.stats.copy() - before
+        return RequestRecord(self.spec.index, kind, latency, conflicts, ok, stats, replica.version)
 
     def _cold_start(self) -> tuple[int, bool]:
         self.conn.execute("SELECT count(*) FROM guestbook").fetchone()
         return 0, True
 
+    def _fresh(self) -> lambdalite.Connection:
+        """The connection for the next transaction: a new one if so configured."""
+        if self.spec.connection_per_transaction:
+            self.conn.close()
+            self.conn = self._connect()
+        return self.conn
+
     def _read(self) -> tuple[int, bool]:
-        conn = self.conn
+        conn = self._fresh()
         conn.execute("BEGIN")
         try:
             conn.execute("SELECT n FROM counter WHERE id = 1").fetchone()
@@ -675,7 +714,7 @@ class _Instance:
                 time.sleep(self.rng.uniform(0, cap))
 
     def _write_once(self, request: int) -> None:
-        conn = self.conn
+        conn = self._fresh()
         spec = self.spec
         conn.execute("BEGIN")
         try:
@@ -687,7 +726,7 @@ class _Instance:
                     spec.run_id,
                     spec.index,
                     request,
-                    self.rng.choice(_NAMES),
+                    self.names[request],
                     f"hello from instance {spec.index}, request {request}",
                     time.time(),
                 ),
