@@ -58,7 +58,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     values = {key: getattr(project, key) for key in dir(project) if key.isupper()}
     values["DATABASES"] = {
         "default": _entry(e.remote, root / "cache-a"),
-        "twin": _entry(e.remote, root / "cache-b"),
+        "twin": _entry(e.remote, root / "cache-b", init_command="PRAGMA cache_size = -4000;"
+                       "PRAGMA temp_store = MEMORY"),
         "immediate": _entry(e.remote, root / "cache-c", transaction_mode="IMMEDIATE"),
         # a second remote with a file lock, two instances
         "lock_a": _entry((root / "locked").as_uri(), root / "cache-la", lock="file",
@@ -116,6 +117,13 @@ def test_backend_is_djangos_sqlite_on_lambdalite(env: Env) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT %s || %s", ["a", "b"])
         assert cursor.fetchone() == ("ab",)
+
+
+def test_init_command_runs_at_connect(env: Env, twin: Any) -> None:
+    with twin.cursor() as cursor:
+        assert cursor.execute("PRAGMA cache_size").fetchone() == (-4000,)
+        assert cursor.execute("PRAGMA temp_store").fetchone() == (2,)
+        assert cursor.execute("PRAGMA foreign_keys").fetchone() == (1,)  # Django's own
 
 
 def test_migrations_applied_and_visible_to_another_instance(env: Env, twin: Any) -> None:
