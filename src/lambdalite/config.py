@@ -264,7 +264,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("endpoint_url", None, _parse_endpoint, "S3 endpoint URL, for S3-compatible stores"),
     Option("region", None, _parse_region, "AWS region of the bucket and the DynamoDB lock table"),
     Option("lock", _default_lock, _parse_lock,
-           "none, file, s3, memory or dynamodb://TABLE (default: none in replica mode, "
+           "none, file, s3, object, memory or dynamodb://TABLE (default: none in replica mode, "
            "file in shared-file mode)", ("SQLITE_LOCK_DYNAMODB_TABLE",)),
     Option("lock_key", None, _parse_text,
            "name of the lock item (default: derived from the remote)"),
