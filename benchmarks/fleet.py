@@ -160,6 +160,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
         (right, "conflicts per commit attempt", "%"),
     ):
         ax.set_xscale("log", base=2)
+        counts = sorted({r["writers"] for r in rows})
+        ax.set_xticks(counts, [str(n) for n in counts])
         ax.set_xlabel("concurrent writers")
         ax.set_ylabel(unit)
         ax.set_title(title)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import queue
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -179,25 +179,23 @@ def test_invalid_configuration_names_the_field(changes: dict[str, Any], key: str
     assert key in str(info.value)
 
 
+def _collect_from(procs: list[_Proc], messages: list[tuple[Any, ...]]) -> None:
+    """Run the parent's message loop on fake processes and a plain queue."""
+    q: queue.Queue[tuple[Any, ...]] = queue.Queue()
+    for message in messages:
+        q.put(message)
+    outcome = _Outcome(0.0, [], [], set())
+    _collect(cast(Any, procs), cast(Any, q), float("inf"), {"done"}, outcome, None, len(procs))
+
+
 def test_a_failing_instance_fails_the_fleet() -> None:
-    messages: queue.Queue[tuple[Any, ...]] = queue.Queue()
-    messages.put(("error", 1, "Traceback ...\nsqlite3.OperationalError: boom"))
     with pytest.raises(FleetError, match="instance 1 failed"):
-        _collect(
-            [_Proc(), _Proc()],
-            messages,
-            float("inf"),
-            {"done"},
-            _Outcome(0, [], [], set()),
-            None,
-            2,
-        )  # type: ignore[arg-type]
+        _collect_from([_Proc(), _Proc()], [("error", 1, "Traceback ...\nOperationalError: boom")])
 
 
 def test_an_instance_that_dies_fails_the_fleet() -> None:
-    messages: queue.Queue[tuple[Any, ...]] = queue.Queue()
     with pytest.raises(FleetError, match="instance 0 exited with code -9"):
-        _collect([_Proc(-9)], messages, float("inf"), {"done"}, _Outcome(0, [], [], set()), None, 1)  # type: ignore[arg-type]
+        _collect_from([_Proc(-9)], [])
 
 
 def test_percentiles_interpolate() -> None:
