@@ -29,6 +29,10 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from lambdalite.errors import ConflictError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pythonpath() -> str:
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 PROJECT = "tests.integration.djangoproj.settings"
 
 
@@ -178,7 +182,8 @@ def test_atomic_with_savepoints(env: Env) -> None:
             raise RuntimeError("undo the savepoint")
         with transaction.atomic():
             Item.objects.create(name="sp-inner-kept")
-            sid = transaction.savepoint()
+            create = getattr(transaction, "savepoint_create", None) or transaction.savepoint
+            sid = create()  # Django 6.1 renamed savepoint() to savepoint_create()
             Item.objects.create(name="sp-manual-rolled-back")
             transaction.savepoint_rollback(sid)
     with pytest.raises(RuntimeError), transaction.atomic():
@@ -688,7 +693,7 @@ def _spawn(env_vars: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.integration.djangoproj.worker", *args],
         cwd=ROOT,
-        env={**clean, "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": PROJECT, **env_vars},
+        env={**clean, "PYTHONPATH": _pythonpath(), "DJANGO_SETTINGS_MODULE": PROJECT, **env_vars},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

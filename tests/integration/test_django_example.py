@@ -19,13 +19,17 @@ import pytest
 pytest.importorskip("django")
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pythonpath() -> str:
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 APP = ROOT / "examples" / "django_app"
 
 
 def _env(remote: str, cache: Path, **extra: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("LAMBDALITE_", "SQLITE_LOCK_", "DJANGO_", "GUESTBOOK_"))}
-    return {**clean, "PYTHONPATH": str(ROOT), "GUESTBOOK_DB": remote,
+    return {**clean, "PYTHONPATH": _pythonpath(), "GUESTBOOK_DB": remote,
             "GUESTBOOK_CACHE_DIR": str(cache), **extra}
 
 

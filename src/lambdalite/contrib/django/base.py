@@ -16,7 +16,9 @@ statement. ``settings.DATABASES`` is never changed. See ``docs/django.md``.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sqlite3
 from collections.abc import Iterable, Mapping
 from itertools import tee
 from typing import Any, ClassVar
@@ -37,6 +39,16 @@ from lambdalite.errors import ConfigurationError
 __all__ = ["DatabaseFeatures", "DatabaseWrapper", "LambdaliteCursorWrapper"]
 
 log = logging.getLogger("lambdalite.contrib.django")
+
+
+@functools.cache
+def _library_limit(category: int) -> int:
+    """SQLite's default run-time limit ``category`` (``sqlite3.SQLITE_LIMIT_*``)."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        return probe.getlimit(category)
+    finally:
+        probe.close()
 
 
 class LambdaliteCursorWrapper(dbapi.Cursor):
@@ -150,6 +162,12 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):  # type: ignore[misc]
             raise ImproperlyConfigured(
                 f"settings.DATABASES[{self.alias!r}]: {exc}"
             ) from exc
+        if not hasattr(conn, "getlimit"):
+            # WORKAROUND (a lambdalite.dbapi gap, reported): Django 6 reads SQLite's limits
+            # with Connection.getlimit(), which lambdalite's Connection lacks. Its raw
+            # connections use the same SQLite library, whose limits a throwaway in-memory
+            # connection reports; remove once the DB-API layer has getlimit().
+            setattr(conn, "getlimit", _library_limit)  # noqa: B010
         try:
             register_functions(conn)
             conn.execute("PRAGMA foreign_keys = ON")
