@@ -138,7 +138,7 @@ def run_app(tests: Path, backend: str, app: str, timeout: float, verbose: bool) 
     root = Path(tempfile.mkdtemp(prefix=f"django-suite-{backend}-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LAMBDALITE_", "DJANGO_"))}
     env["LLSUITE_ROOT"] = str(root)
-    env["PYTHONPATH"] = str(tests)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tests), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "runtests.py", f"--settings=test_{backend}_suite", "--parallel=1",
            "--noinput", "-v", "1", app]
     started = time.monotonic()
