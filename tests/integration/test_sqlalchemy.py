@@ -193,6 +193,17 @@ def test_connection_arguments_are_typed_and_lambdalite_options_passed_on() -> No
     assert default.dialect.create_connect_args(default.url)[1] == {"check_same_thread": False}
 
 
+def test_the_doc_lists_every_url_option() -> None:
+    from lambdalite.config import OPTIONS
+    from lambdalite.contrib import sqlalchemy as dialects
+
+    doc = (Path(__file__).parents[2] / "docs" / "sqlalchemy.md").read_text()
+    keys = ({option.name for option in OPTIONS} | set(dialects._CONNECTION_ARGS)
+            | set(dialects._REFUSED) | dialects._S3SQLITE_ARGS | {"remote"})
+    missing = sorted(key for key in keys if f"`{key}`" not in doc)
+    assert not missing, f"add these URL options to docs/sqlalchemy.md: {missing}"
+
+
 def test_no_io_at_create_engine(tmp_path: Path) -> None:
     remote = tmp_path / "remote"
     engine = sa.create_engine(lambdalite_url(remote.as_uri(), cache_dir=tmp_path / "cache"))
