@@ -250,17 +250,22 @@ class Replica:
         with self._cond:
             self._open_raw -= 1
 
-    def _maintenance(self) -> sqlite3.Connection:
-        raw = sqlite3.connect(self.cache.db_path, isolation_level=None, timeout=30)
+    def _maintenance(self, timeout: float = 30.0) -> sqlite3.Connection:
+        raw = sqlite3.connect(self.cache.db_path, isolation_level=None, timeout=timeout)
         raw.execute("PRAGMA journal_mode=WAL")
         raw.execute("PRAGMA wal_autocheckpoint=0")
         return raw
 
     def _checkpoint(self, *, required: bool) -> bool:
-        """Move every WAL frame into the database file and empty the WAL."""
+        """Move every WAL frame into the database file and empty the WAL.
+
+        ``required``: the caller has exclusive access and the checkpoint must
+        complete. Otherwise it is opportunistic and never waits: a reader of an
+        older snapshot may be a thread waiting for this very writer.
+        """
         if not os.path.exists(self.cache.wal_path) or os.path.getsize(self.cache.wal_path) == 0:
             return True
-        raw = self._maintenance()
+        raw = self._maintenance(timeout=30.0 if required else 0.0)
         try:
             busy, _log, _done = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
