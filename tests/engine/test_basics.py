@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 
@@ -279,3 +280,21 @@ def test_warm_connection_survives_growth_shrink_and_snapshot_pulls(instance: Ins
     assert b.execute("SELECT count(*) FROM kv").fetchone() == (0,)
     assert b.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert b.execute("PRAGMA page_count").fetchone() == a.execute("PRAGMA page_count").fetchone()
+
+
+def test_reader_behind_a_compaction_catches_up_from_the_archive(instance: Instance) -> None:
+    """A compaction must not force an instance a few versions behind to pull the snapshot."""
+    a = instance("a", isolation_level=None, compact_after_deltas=4)
+    b = instance("b")
+    a.execute("CREATE TABLE t(x)")
+    a.executemany("INSERT INTO t VALUES (?)", [(os.urandom(1000),) for _ in range(300)])
+    assert b.execute("SELECT count(*) FROM t").fetchone() == (300,)
+    for i in range(2):  # version 4: the fourth delta triggers a compaction
+        a.execute("INSERT INTO t VALUES (?)", (i,))
+    assert a.replica.manifest.deltas == ()  # compacted
+    before = b.replica.stats.copy()
+    assert b.execute("SELECT count(*) FROM t").fetchone() == (302,)
+    cost = b.replica.stats - before
+    snapshot_size = a.replica.manifest.snapshot.size
+    assert cost.gets == 2  # the manifest, then the archive it names
+    assert cost.bytes_down < snapshot_size / 4

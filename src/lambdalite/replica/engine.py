@@ -79,7 +79,7 @@ log = logging.getLogger("lambdalite.replica")
 crash_hook: Callable[[str], None] | None = None
 """Tests set this to kill the process at a named step of the commit path."""
 
-_INLINE_BUDGET = 256 * 1024  # bytes of inline deltas a manifest may carry in all
+_INLINE_BUDGET = 32 * 1024  # bytes of inline deltas a manifest may carry in all
 _UNKNOWN_ETAG = "unknown"  # matches no real ETag: the next read fetches the manifest
 _DEFAULT_PAGE_SIZE = 4096
 _WAL_INDEX_HEADERS = 96  # the two copies of the WAL index header at the start of -shm
@@ -403,13 +403,38 @@ class Replica:
     def _download(self, manifest: fmt.Manifest, etag: str, raw: bytes) -> _Download:
         """Fetch and verify what it takes to reach ``manifest`` (no local change yet)."""
         if self._same_history(manifest) or (self._manifest is None and self._version == 0):
-            chain = manifest.deltas_after(self._version)
+            chain = self._chain_to(manifest)
             if chain is not None and (
                 chain == () or chain[0].base_checksum == checksum_hex(self._checksum)
             ):
                 deltas = [(ref, self._fetch_delta(ref)) for ref in chain]
                 return _Download(manifest, etag, raw, deltas, None, self._checksum)
         return self._download_image(manifest, etag, raw)
+
+    def _chain_to(self, manifest: fmt.Manifest) -> tuple[fmt.DeltaRef, ...] | None:
+        """The deltas from the local version to ``manifest``'s, or None (pull a snapshot).
+
+        A compaction keeps the version and archives the manifest it replaces,
+        so an instance a few versions behind finds its deltas in that archive
+        (one small GET) instead of downloading the new snapshot.
+        """
+        chain = manifest.deltas_after(self._version)
+        if chain is not None or manifest.previous is None or self._version == 0:
+            return chain
+        if not manifest.base_version >= self._version:
+            return None
+        try:
+            blob = self.storage.get(manifest.previous)
+        except NotFoundError:
+            return None  # garbage-collected: take the snapshot
+        assert blob is not None
+        archived = fmt.decode_manifest(blob.data, where=manifest.previous)
+        if archived.lineage != manifest.lineage or archived.version != manifest.base_version:
+            return None
+        older = archived.deltas_after(self._version)
+        if older is None:
+            return None
+        return older + manifest.deltas
 
     def _fetch_delta(self, ref: fmt.DeltaRef) -> fmt.Delta:
         if ref.inline is not None:
