@@ -668,20 +668,18 @@ def _threads_insert(using: str, prefix: str, n: int = 4) -> list[BaseException]:
     return errors
 
 
-def test_threads_each_get_their_own_connection(env: Env) -> None:
-    # transaction_mode IMMEDIATE: see the xfail test below for the default (DEFERRED)
-    assert _threads_insert("immediate", "thread-") == []
-    assert _names("twin", "thread-") == {f"thread-{i}-{k}" for i in range(4) for k in range(3)}
-
-
-@pytest.mark.xfail(
-    reason="core bug (replica engine): a commit's WAL checkpoint waits for the read snapshots "
-    "of other threads' open DEFERRED transactions, which wait for the writer: each such "
-    "commit stalls for `timeout` and the waiting threads fail with 'database is locked'",
-    strict=False,
-)
-def test_threads_with_deferred_transactions(env: Env) -> None:
-    assert _threads_insert("default", "deferred-thread-", n=2) == []
+@pytest.mark.parametrize("using", [
+    pytest.param("default", marks=pytest.mark.xfail(
+        reason="intermittent core error under DEFERRED threads, not yet reduced without Django: "
+        "'delta for version N does not start from the local pages'", strict=False)),
+    "immediate",
+])
+def test_threads_each_get_their_own_connection(env: Env, using: str) -> None:
+    # a regression test too: a commit's checkpoint used to wait for other threads' DEFERRED
+    # transactions, which waited for the writer (fixed in the engine)
+    assert _threads_insert(using, f"thread-{using}-") == []
+    expected = {f"thread-{using}-{i}-{k}" for i in range(4) for k in range(3)}
+    assert _names("twin", f"thread-{using}-") == expected
 
 
 # -- several processes --------------------------------------------------------------------------
