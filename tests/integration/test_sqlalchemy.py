@@ -229,6 +229,18 @@ def test_a_transaction_is_a_sqlite_transaction_from_its_first_statement(
         assert not _driver(conn).in_transaction
 
 
+def test_the_snapshot_is_taken_at_the_first_statement(engines: MakeEngine) -> None:
+    a, b = engines("a"), engines("b")
+    _table(a, 1)
+    with a.connect() as conn, conn.begin():  # as SQLite's deferred BEGIN: no snapshot yet
+        with b.begin() as other:
+            other.exec_driver_sql("INSERT INTO t VALUES (2)")
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 2
+        with b.begin() as other:
+            other.exec_driver_sql("INSERT INTO t VALUES (3)")
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 2  # one snapshot
+
+
 def test_read_then_write_in_engine_begin_is_protected(engines: MakeEngine) -> None:
     a, b = engines("a"), engines("b")
     _table(a, 1)

@@ -30,9 +30,9 @@ dialect owns transaction control. An unknown key or a bad value raises
 
 Transactions. The stock pysqlite dialect lets the ``sqlite3`` module delay ``BEGIN`` until the
 first write, so a read followed by a write in one SQLAlchemy transaction is not protected. This
-dialect emits ``BEGIN`` (``BEGIN IMMEDIATE`` with ``transaction_mode=IMMEDIATE``) when
-SQLAlchemy begins, so every ``engine.begin()`` block and every ``Session`` transaction is one
-SQLite transaction from its first statement: it reads one version, and its ``COMMIT`` is
+dialect sends ``BEGIN`` (``BEGIN IMMEDIATE`` with ``transaction_mode=IMMEDIATE``) before the
+first statement of every SQLAlchemy transaction, so every ``engine.begin()`` block and every
+``Session`` transaction is one SQLite transaction: it reads one version, and its ``COMMIT`` is
 published only if nobody committed since, else it raises. ``begin_nested()`` uses SAVEPOINTs;
 ``isolation_level="AUTOCOMMIT"`` makes every statement its own transaction. Persistence happens
 at ``COMMIT`` only, never on pool check-in, connection close or ``engine.dispose()``, so the
@@ -56,7 +56,9 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import urllib.parse
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -67,12 +69,13 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine.interfaces import (
     ConnectArgsType,
     DBAPIConnection,
+    DBAPICursor,
     DBAPIModule,
     ExceptionContext,
 )
 from sqlalchemy.pool import PoolProxiedConnection
 
-from lambdalite import errors
+from lambdalite import dbapi, errors
 from lambdalite.config import OPTIONS, Settings, parse_duration
 from lambdalite.errors import ConfigurationError, LambdaliteError
 
@@ -124,8 +127,6 @@ class LambdaliteDialect(SQLiteDialect_pysqlite):
 
     @classmethod
     def import_dbapi(cls) -> DBAPIModule:
-        from lambdalite import dbapi
-
         return cast("DBAPIModule", dbapi)
 
     @classmethod
@@ -141,6 +142,12 @@ class LambdaliteDialect(SQLiteDialect_pysqlite):
     @classmethod
     def engine_created(cls, engine: Engine) -> None:
         event.listen(engine, "handle_error", _as_lambdalite_error, retval=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # DB-API connections whose SQLAlchemy transaction has begun but sent no BEGIN yet.
+        self._pending_begin: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._pending_lock = threading.Lock()
 
     def create_connect_args(self, url: URL) -> ConnectArgsType:
         if url.username or url.password or url.host or url.port:
@@ -187,18 +194,69 @@ class LambdaliteDialect(SQLiteDialect_pysqlite):
             return cast("DBAPIConnection", sqlite3.connect(str(cargs[0]), **cparams))
         return super().connect(*cargs, **cparams)
 
+    # Transactions. The DB-API connection's isolation_level is None only in AUTOCOMMIT (set by
+    # the pysqlite dialect's set_isolation_level). Otherwise SQLAlchemy's transaction is made a
+    # real SQLite transaction: BEGIN is sent just before its first statement, which is when a
+    # deferred SQLite transaction takes its snapshot, so every read in it is protected and an
+    # empty transaction costs nothing. transaction_mode=IMMEDIATE is applied to this BEGIN by
+    # the connection itself.
+
     def do_begin(self, dbapi_connection: PoolProxiedConnection) -> None:
-        # The DB-API connection's isolation_level is None only in AUTOCOMMIT (as set by the
-        # pysqlite dialect's set_isolation_level); otherwise SQLAlchemy's transaction is made a
-        # real SQLite transaction now, so its reads are protected. transaction_mode=IMMEDIATE
-        # is applied by the connection itself to this BEGIN.
         if dbapi_connection.isolation_level is None:
             return
-        cursor = dbapi_connection.cursor()
-        try:
+        driver = dbapi_connection.driver_connection
+        if not isinstance(driver, dbapi.Connection):  # s3sqlite persist=false: plain sqlite3,
+            cursor = dbapi_connection.cursor()  # whose BEGIN takes no snapshot by itself
+            try:
+                cursor.execute("BEGIN")
+            finally:
+                cursor.close()
+            return
+        with self._pending_lock:
+            self._pending_begin.add(driver)
+
+    def _begin_if_pending(self, cursor: DBAPICursor) -> None:
+        driver = cursor.connection
+        if not isinstance(driver, dbapi.Connection):
+            return
+        with self._pending_lock:
+            if driver not in self._pending_begin:
+                return
+            self._pending_begin.discard(driver)
+        if not driver.in_transaction:
             cursor.execute("BEGIN")
-        finally:
-            cursor.close()
+
+    def _end(self, dbapi_connection: PoolProxiedConnection) -> None:
+        driver = dbapi_connection.driver_connection
+        if isinstance(driver, dbapi.Connection):
+            with self._pending_lock:
+                self._pending_begin.discard(driver)
+
+    def do_execute(
+        self, cursor: DBAPICursor, statement: str, parameters: Any, context: Any = None
+    ) -> None:
+        self._begin_if_pending(cursor)
+        super().do_execute(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
+
+    def do_executemany(
+        self, cursor: DBAPICursor, statement: str, parameters: Any, context: Any = None
+    ) -> None:
+        self._begin_if_pending(cursor)
+        super().do_executemany(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
+
+    def do_execute_no_params(
+        self, cursor: DBAPICursor, statement: str, context: Any = None
+    ) -> None:
+        self._begin_if_pending(cursor)
+        super().do_execute_no_params(cursor, statement, context)  # type: ignore[no-untyped-call]
+
+    def do_commit(self, dbapi_connection: PoolProxiedConnection) -> None:
+        self._end(dbapi_connection)
+        super().do_commit(dbapi_connection)  # type: ignore[no-untyped-call]
+
+    def do_rollback(self, dbapi_connection: PoolProxiedConnection) -> None:
+        self._end(dbapi_connection)
+        super().do_rollback(dbapi_connection)  # type: ignore[no-untyped-call]
 
     def _get_table_pragma(
         self, connection: Connection, pragma: str, table_name: str, schema: str | None = None
