@@ -65,7 +65,7 @@ def test_defaults_in_replica_mode() -> None:
     assert (s.lock, s.lock_key, s.lock_expiration, s.lock_max_attempts) == ("none", None, 30.0, 10)
     assert (s.timeout, s.transaction_mode) == (5.0, "DEFERRED")
     assert (s.inline_delta_max, s.compact_after_deltas, s.compact_after_bytes) == (
-        65536, 64, 8 * 1024 * 1024)
+        65536, 64, 1024 * 1024)
     assert s.retention == 7 * 86400.0
     assert s.progress is False
 

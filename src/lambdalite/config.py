@@ -279,9 +279,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("inline_delta_max", 64 * 1024, _integer(0, _MIB),
            "bytes: deltas up to this size (compressed) are inlined in the manifest"),
     Option("compact_after_deltas", 64, _integer(1),
-           "fold deltas into a new snapshot after this many deltas"),
-    Option("compact_after_bytes", 8 * _MIB, _integer(1),
-           "... or after this many bytes of deltas"),
+           "deltas a manifest carries before it is archived and continued (a rollover: keeps "
+           "every commit's manifest small)"),
+    Option("compact_after_bytes", _MIB, _integer(1),
+           "write a new snapshot once the deltas since the last one reach this many bytes, or a "
+           "quarter of the snapshot's size if that is more (or after 16 rollovers)"),
     Option("retention", 7 * _DAY, _duration(),
            "seconds to keep old snapshots and deltas for point-in-time restore"),
     Option("progress", False, _parse_bool, "show progress bars on long transfers (CLI)"),

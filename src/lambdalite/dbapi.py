@@ -218,6 +218,20 @@ class Connection:
     def set_trace_callback(self, trace_callback: Any) -> None:
         self._configure(lambda raw: raw.set_trace_callback(trace_callback))
 
+    def getlimit(self, category: int, /) -> int:
+        """Like :meth:`sqlite3.Connection.getlimit` (the limits of the local SQLite)."""
+        return self._ensure_raw().getlimit(category)
+
+    def setlimit(self, category: int, limit: int, /) -> int:
+        """Like :meth:`sqlite3.Connection.setlimit`; the old limit is returned."""
+        old = self.getlimit(category)
+
+        def apply(raw: sqlite3.Connection) -> None:
+            raw.setlimit(category, limit)
+
+        self._configure(apply)
+        return old
+
     def interrupt(self) -> None:
         if self._raw is not None:
             self._raw.interrupt()
@@ -342,8 +356,13 @@ class Connection:
             raise sqlite3.OperationalError(info.forbidden)
         return info
 
-    def _run(self, cursor: Cursor, sql: str, params: Any, many: bool) -> None:
-        """Execute one statement for ``cursor`` with the right transaction around it."""
+    def _run(self, cursor: Cursor, sql: str, params: Any, many: bool) -> list[Any] | None:
+        """Execute one statement for ``cursor`` with the right transaction around it.
+
+        Returns the statement's rows when they had to be read before returning
+        (a write that commits by itself, such as ``INSERT … RETURNING`` in
+        autocommit mode: SQLite cannot commit while a statement is active).
+        """
         self._check_open()
         self._refresh()
         raw = self._ensure_raw()
@@ -351,60 +370,68 @@ class Connection:
         if many:
             params = list(params)
             if not params:
-                return
+                return None
             first = params[0]
         info = self._info(raw, sql, first)
-        self._dispatch(cursor._make_raw(), sql, params, many, info)
+        return self._dispatch(cursor._make_raw(), sql, params, many, info)
 
     def _dispatch(
         self, cur: sqlite3.Cursor, sql: str, params: Any, many: bool, info: StatementInfo
-    ) -> None:
+    ) -> list[Any] | None:
         kind = info.kind
         if kind is Kind.COMMIT:
             self.commit()
-            return
+            return None
         if kind is Kind.ROLLBACK:
             self.rollback()
-            return
+            return None
         if kind is Kind.BEGIN:
             if self._in_txn:
                 raise sqlite3.OperationalError("cannot start a transaction within a transaction")
             self._begin(write=info.immediate or self._immediate_default, sql=sql)
-            return
+            return None
         if kind is Kind.SAVEPOINT:
             if not self._in_txn:
                 self._begin(write=self._immediate_default, sql=None)
                 self._savepoint_txn = True
             self._exec(cur, sql, params, many)
             self._savepoints.append((info.savepoint or "").lower())
-            return
+            return None
         if kind is Kind.RELEASE:
             self._release_savepoint(cur, sql, params, info.savepoint)
-            return
+            return None
         if kind is Kind.ROLLBACK_TO:
             self._exec(cur, sql, params, many)
             name = (info.savepoint or "").lower()
             if name in self._savepoints:
                 del self._savepoints[self._savepoints.index(name) + 1 :]
-            return
+            return None
         if kind is Kind.VACUUM:
             self._vacuum(cur, sql)
-            return
+            return None
         if self._in_txn:
             if info.writes and not self._writing:
                 self._become_writer()
             self._exec(cur, sql, params, many)
-            return
+            return None
         if not info.writes:
             self._autocommit_read(cur, sql, params, many)
-            return
+            return None
         if self._isolation_level is not None and kind is Kind.DML:
             self._begin(write=True, sql=None)  # the sqlite3 module's implicit BEGIN
             self._exec_or_rollback(cur, sql, params, many)
-            return
+            return None
         self._begin(write=True, sql=None)
         self._exec_or_rollback(cur, sql, params, many)
+        rows = None
+        if cur.description is not None:
+            try:
+                rows = cur.fetchall()  # RETURNING: read the rows before the commit
+            except BaseException:
+                self.rollback()
+                raise
         self.commit()
+        return rows
 
     def _exec(self, cur: sqlite3.Cursor, sql: str, params: Any, many: bool) -> None:
         try:
@@ -606,11 +633,15 @@ class Cursor:
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
         self._start()
         try:
-            self._conn._run(self, sql, parameters, many=False)
+            rows = self._conn._run(self, sql, parameters, many=False)
         except BaseException:
             self._set_active(False)
             raise
-        self._after()
+        if rows is not None:
+            self._buffer = rows  # already read: the statement holds no snapshot
+            self._set_active(False)
+        else:
+            self._after()
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> Cursor:

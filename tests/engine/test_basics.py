@@ -264,7 +264,9 @@ def test_statements_without_rows_do_not_pin_the_snapshot(instance: Instance) -> 
 
 def test_warm_connection_survives_growth_shrink_and_snapshot_pulls(instance: Instance) -> None:
     """Pulled pages that change the file's size must not leave SQLite trusting an old size."""
-    a = instance("a", isolation_level=None, compact_after_deltas=2, inline_delta_max=100)
+    a = instance(
+        "a", isolation_level=None, compact_after_deltas=2, compact_after_bytes=1, inline_delta_max=100
+    )
     b = instance("b")
     a.execute("CREATE TABLE kv(k INTEGER PRIMARY KEY, v BLOB)")
     for n in (1, 9, 60, 3):  # grows; every second commit compacts (b pulls a snapshot)
@@ -283,18 +285,69 @@ def test_warm_connection_survives_growth_shrink_and_snapshot_pulls(instance: Ins
 
 
 def test_reader_behind_a_compaction_catches_up_from_the_archive(instance: Instance) -> None:
-    """A compaction must not force an instance a few versions behind to pull the snapshot."""
-    a = instance("a", isolation_level=None, compact_after_deltas=4)
+    """A compaction must not force an instance a version behind to pull the whole snapshot."""
+    a = instance("a", isolation_level=None, compact_after_bytes=1)
     b = instance("b")
     a.execute("CREATE TABLE t(x)")
     a.executemany("INSERT INTO t VALUES (?)", [(os.urandom(1000),) for _ in range(300)])
-    assert b.execute("SELECT count(*) FROM t").fetchone() == (300,)
-    for i in range(2):  # version 4: the fourth delta triggers a compaction
-        a.execute("INSERT INTO t VALUES (?)", (i,))
-    assert a.replica.manifest.deltas == ()  # compacted
+    assert b.execute("SELECT count(*) FROM t").fetchone() == (300,)  # b holds version 2
+    a.executemany("INSERT INTO t VALUES (?)", [(os.urandom(1000),) for _ in range(100)])
+    m = a.replica.manifest
+    assert (m.version, m.deltas, m.snapshot.version) == (3, (), 3)  # version 3 compacted
     before = b.replica.stats.copy()
-    assert b.execute("SELECT count(*) FROM t").fetchone() == (302,)
+    assert b.execute("SELECT count(*) FROM t").fetchone() == (400,)
     cost = b.replica.stats - before
-    snapshot_size = a.replica.manifest.snapshot.size
-    assert cost.gets == 2  # the manifest, then the archive it names
-    assert cost.bytes_down < snapshot_size / 4
+    assert cost.gets == 3  # the manifest, the archive it names, the delta object
+    assert cost.bytes_down < m.snapshot.size / 2
+
+
+def test_rollovers_keep_the_manifest_short_and_readers_walk_the_archives(
+    instance: Instance,
+) -> None:
+    """Many small commits: the manifest is archived every few deltas, never snapshotted."""
+    a = instance("a", isolation_level=None, compact_after_deltas=3)
+    behind = instance("behind")
+    a.execute("CREATE TABLE t(x)")
+    assert behind.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    for i in range(10):
+        a.execute("INSERT INTO t VALUES (?)", (i,))
+    m = a.replica.manifest
+    assert m.snapshot is None and m.base is not None  # rolled over, no snapshot needed
+    assert len(m.deltas) < 3
+    # an instance ten versions behind walks the archived segments (small GETs)
+    assert behind.execute("SELECT count(*) FROM t").fetchone() == (10,)
+    # and a cold instance rebuilds from nothing through every segment
+    cold = instance("cold")
+    assert cold.execute("SELECT sum(x) FROM t").fetchone() == (45,)
+    assert cold.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_snapshot_cost_is_proportional_to_the_commits(instance: Instance) -> None:
+    """A big database is not re-uploaded every few commits: only once deltas reach 1/4 of it."""
+    a = instance("a", isolation_level=None, compact_after_deltas=2, compact_after_bytes=1)
+    a.execute("CREATE TABLE t(x)")
+    a.execute("BEGIN")
+    a.executemany("INSERT INTO t VALUES (?)", [(os.urandom(1000),) for _ in range(2000)])
+    a.execute("COMMIT")
+    a.execute("INSERT INTO t VALUES (1)")  # deltas since the (absent) snapshot: a snapshot now
+    first = a.replica.manifest.snapshot
+    assert first is not None
+    for i in range(12):
+        a.execute("INSERT INTO t VALUES (?)", (i,))
+    assert a.replica.manifest.snapshot == first  # 12 small commits did not pay for a new one
+    assert a.replica.manifest.base is not None
+
+
+def test_insert_returning_in_autocommit_mode(instance: Instance) -> None:
+    a, b = instance("a", isolation_level=None), instance("b")
+    a.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, x)")
+    cur = a.execute("INSERT INTO t(x) VALUES (?) RETURNING id, x", ("hello",))
+    assert cur.fetchall() == [(1, "hello")]
+    assert b.execute("SELECT x FROM t").fetchall() == [("hello",)]
+
+
+def test_limits(instance: Instance) -> None:
+    a = instance("a")
+    old = a.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+    assert a.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) == 1000
+    assert old > 1000

@@ -95,7 +95,7 @@ def test_damaged_delta_object_is_never_applied(any_remote: Remote, damage: str) 
 
 
 def test_damaged_snapshot_is_never_applied(any_remote: Remote) -> None:  # noqa: F811
-    _populate(any_remote, compact_after_deltas=2)
+    _populate(any_remote, compact_after_deltas=2, compact_after_bytes=1)
     snaps = [k for k in any_remote.objects() if k.startswith("snapshots/")]
     assert snaps, "compaction should have written a snapshot"
     st = any_remote.storage()

@@ -16,7 +16,7 @@ POINTS = {
     "after-delta-upload": ({"inline_delta_max": 0}, False),
     "after-manifest": ({}, True),
     "after-commit": ({}, True),
-    "after-snapshot-upload": ({"compact_after_deltas": 1}, True),
+    "after-snapshot-upload": ({"compact_after_deltas": 1, "compact_after_bytes": 1}, True),
 }
 
 

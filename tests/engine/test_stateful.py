@@ -41,7 +41,11 @@ class Fleet(RuleBasedStateMachine):
         forget_replicas()
         self.tmp = Path(tempfile.mkdtemp(prefix="lambdalite-stateful-"))
         self.remote = (self.tmp / "remote").as_uri()
-        self.options = {"compact_after_deltas": 3, "inline_delta_max": 200}
+        self.options = {
+            "compact_after_deltas": 3,  # rollovers every 3 commits
+            "compact_after_bytes": 20000,  # snapshots now and then
+            "inline_delta_max": 200,
+        }
         self.model: dict[int, bytes] = {}
         self.generation = [0] * INSTANCES
         self.conns = [self._open(i) for i in range(INSTANCES)]

@@ -80,6 +80,7 @@ crash_hook: Callable[[str], None] | None = None
 """Tests set this to kill the process at a named step of the commit path."""
 
 _INLINE_BUDGET = 32 * 1024  # bytes of inline deltas a manifest may carry in all
+_MAX_SEGMENTS = 16  # archived segments a cold start may walk before a new snapshot is due
 _UNKNOWN_ETAG = "unknown"  # matches no real ETag: the next read fetches the manifest
 _DEFAULT_PAGE_SIZE = 4096
 _WAL_INDEX_HEADERS = 96  # the two copies of the WAL index header at the start of -shm
@@ -91,7 +92,7 @@ class EngineOptions:
 
     inline_delta_max: int = 65536
     compact_after_deltas: int = 64
-    compact_after_bytes: int = 8 * 1024 * 1024
+    compact_after_bytes: int = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -363,39 +364,46 @@ class Replica:
         with self._refresh_mutex:
             if self._confirmed_at >= started:
                 return  # another thread checked while we waited
-            if self.is_holder(token):
-                return  # our own snapshot is open: nothing may move under it
-            try:
-                blob = self.storage.get(fmt.MANIFEST_KEY, if_none_match=self._etag)
-            except NotFoundError:
-                if self._etag is not None:
-                    raise StorageError(
-                        f"the manifest of {self.remote} has disappeared although version "
-                        f"{self._version} was published; refusing to continue on a remote that "
-                        "lost its history (restore it, or import the database again)",
-                        remote=self.remote,
-                        key=fmt.MANIFEST_KEY,
-                    ) from None
-                self._confirmed_at = started
-                return
-            if blob is None:
-                self._confirmed_at = started
-                return
-            manifest = fmt.decode_manifest(blob.data)
-            download = self._download(manifest, blob.etag, blob.data)
-            try:
-                with self._exclusive(token, timeout) as ok:
-                    if not ok:
-                        log.info(
-                            "local copy busy; this transaction reads version %d", self._version
-                        )
-                        return
-                    self._install(download)
-            finally:
-                if download.image:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(download.image)
-            self._confirmed_at = started
+            for _attempt in range(5):
+                if self.is_holder(token):
+                    return  # our own snapshot is open: nothing may move under it
+                if self._refresh_once(token, timeout):
+                    self._confirmed_at = started
+                    return
+            log.info("the local copy kept moving during a pull; reading version %d", self._version)
+
+    def _refresh_once(self, token: int, timeout: float) -> bool:
+        """One pull; False if a local commit moved the copy meanwhile (try again)."""
+        try:
+            blob = self.storage.get(fmt.MANIFEST_KEY, if_none_match=self._etag)
+        except NotFoundError:
+            if self._etag is not None:
+                raise StorageError(
+                    f"the manifest of {self.remote} has disappeared although version "
+                    f"{self._version} was published; refusing to continue on a remote that "
+                    "lost its history (restore it, or import the database again)",
+                    remote=self.remote,
+                    key=fmt.MANIFEST_KEY,
+                ) from None
+            return True
+        if blob is None:
+            return True
+        manifest = fmt.decode_manifest(blob.data)
+        start = (self._version, self._checksum)
+        download = self._download(manifest, blob.etag, blob.data)
+        try:
+            with self._exclusive(token, timeout) as ok:
+                if not ok:
+                    log.info("local copy busy; this transaction reads version %d", self._version)
+                    return True
+                if (self._version, self._checksum) != start:
+                    return False  # another connection of this process committed meanwhile
+                self._install(download)
+        finally:
+            if download.image:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(download.image)
+        return True
 
     def _same_history(self, manifest: fmt.Manifest) -> bool:
         return self._manifest is not None and self._manifest.lineage == manifest.lineage
@@ -414,27 +422,64 @@ class Replica:
     def _chain_to(self, manifest: fmt.Manifest) -> tuple[fmt.DeltaRef, ...] | None:
         """The deltas from the local version to ``manifest``'s, or None (pull a snapshot).
 
-        A compaction keeps the version and archives the manifest it replaces,
-        so an instance a few versions behind finds its deltas in that archive
-        (one small GET) instead of downloading the new snapshot.
+        Compactions and rollovers keep the version and archive the manifest
+        they replace, so an instance behind finds its deltas in those archives
+        (one small GET each) instead of downloading a snapshot.
         """
         chain = manifest.deltas_after(self._version)
-        if chain is not None or manifest.previous is None or self._version == 0:
+        if chain is not None:
             return chain
-        if not manifest.base_version >= self._version:
+        chain = self._deltas_since(manifest, self._version, required=False)
+        snap_size = manifest.snapshot.size if manifest.snapshot is not None else None
+        if chain is not None and snap_size is not None and sum(d.size for d in chain) > snap_size:
+            return None  # so far behind that the snapshot is the cheaper way
+        return chain
+
+    def _deltas_since(
+        self, manifest: fmt.Manifest, version: int, *, required: bool
+    ) -> tuple[fmt.DeltaRef, ...] | None:
+        """The deltas from ``version`` to ``manifest``'s, walking archived manifests back.
+
+        ``required``: the chain must exist (it leads from the manifest's own
+        snapshot); a gap is a CorruptionError rather than None.
+        """
+        segments = [manifest]
+        current = manifest
+        for _ in range(_MAX_SEGMENTS + 2):
+            if current.base_version <= version:
+                break
+            key = current.previous
+            try:
+                if key is None:
+                    raise NotFoundError("no previous manifest", key=key)
+                blob = self.storage.get(key)
+            except NotFoundError as exc:
+                if not required:
+                    return None
+                raise CorruptionError(
+                    f"the manifest chain of {self.remote} is broken at {key!r}: the deltas from "
+                    f"version {version} to {current.base_version} are missing; run "
+                    "`lambdalite verify`",
+                    remote=self.remote,
+                    key=key,
+                ) from exc
+            assert blob is not None and key is not None
+            older = fmt.decode_manifest(blob.data, where=key)
+            if older.lineage != current.lineage or older.version != current.base_version:
+                raise CorruptionError(
+                    f"archived manifest {key!r} does not continue into version "
+                    f"{current.base_version}",
+                    remote=self.remote,
+                    key=key,
+                )
+            segments.append(older)
+            current = older
+        else:
             return None
-        try:
-            blob = self.storage.get(manifest.previous)
-        except NotFoundError:
-            return None  # garbage-collected: take the snapshot
-        assert blob is not None
-        archived = fmt.decode_manifest(blob.data, where=manifest.previous)
-        if archived.lineage != manifest.lineage or archived.version != manifest.base_version:
+        refs = [d for m in reversed(segments) for d in m.deltas if d.version > version]
+        if [d.version for d in refs] != list(range(version + 1, manifest.version + 1)):
             return None
-        older = archived.deltas_after(self._version)
-        if older is None:
-            return None
-        return older + manifest.deltas
+        return tuple(refs)
 
     def _fetch_delta(self, ref: fmt.DeltaRef) -> fmt.Delta:
         if ref.inline is not None:
@@ -480,9 +525,11 @@ class Replica:
                         remote=self.remote,
                         key=snap.key,
                     )
-            deltas = [(ref, self._fetch_delta(ref)) for ref in manifest.deltas]
-            for ref, delta in deltas:
-                checksum = self._apply_pages(image, ref, delta, checksum)
+            start = manifest.snapshot.version if manifest.snapshot is not None else 0
+            refs = self._deltas_since(manifest, start, required=True)
+            assert refs is not None
+            for ref in refs:
+                checksum = self._apply_pages(image, ref, self._fetch_delta(ref), checksum)
         except BaseException:
             os.unlink(image)
             raise
@@ -865,6 +912,7 @@ class Replica:
             snapshot=base.snapshot if base else None,
             deltas=(base.deltas if base else ()) + (ref,),
             previous=base.previous if base else None,
+            base=base.base if base else None,
         )
 
     def _only_compacted(self, current: fmt.Manifest) -> bool:
@@ -932,18 +980,66 @@ class Replica:
     # ------------------------------------------------------------------ compaction
 
     def _maybe_compact(self) -> None:
+        """After a commit: keep the manifest short, and snapshot when it pays off.
+
+        A new snapshot costs the whole database, so it is only written when the
+        deltas since the last one add up to a quarter of its size (at least
+        ``compact_after_bytes``) or a cold start would walk too many archived
+        segments: its cost per commit stays proportional to the commits' own.
+        Otherwise a manifest with ``compact_after_deltas`` deltas is rolled
+        over: archived, and continued by a short manifest at the same version.
+        """
         m = self._manifest
         if m is None or not m.deltas:
             return
-        if (
-            len(m.deltas) < self.options.compact_after_deltas
-            and m.delta_bytes() < self.options.compact_after_bytes
-        ):
-            return
+        snapshot_size = m.snapshot.size if m.snapshot is not None else 0
         try:
-            self.compact()
+            if (
+                m.bytes_since_snapshot()
+                >= max(self.options.compact_after_bytes, snapshot_size // 4)
+                or m.segments_since_snapshot() >= _MAX_SEGMENTS
+            ):
+                self.compact()
+            elif len(m.deltas) >= self.options.compact_after_deltas:
+                self.roll_over()
         except (StorageError, OSError, sqlite3.Error) as exc:
             log.warning("compaction of %s skipped: %s", self.remote, exc)
+
+    def roll_over(self) -> bool:
+        """Archive the manifest and continue with an empty delta list (writer held)."""
+        m, raw, etag = self._manifest, self._manifest_raw, self._etag
+        if m is None or raw is None or etag is None:
+            return False
+        archive = f"manifests/{m.version:020d}-{m.nonce}"
+        with contextlib.suppress(PreconditionFailedError):
+            self.storage.put(archive, raw, if_none_match=True)
+        new = m.next(
+            deltas=(),
+            previous=archive,
+            base=fmt.BaseRef(
+                version=m.version,
+                checksum=m.checksum,
+                page_count=m.page_count,
+                archive=archive,
+                segments=m.segments_since_snapshot() + 1,
+                delta_bytes=m.bytes_since_snapshot(),
+            ),
+        )
+        return self._publish_same_version(new, etag, "rolled over")
+
+    def _publish_same_version(self, new: fmt.Manifest, etag: str, what: str) -> bool:
+        new_raw = fmt.encode_manifest(new)
+        try:
+            new_etag = self.storage.put(fmt.MANIFEST_KEY, new_raw, if_match=etag)
+        except PreconditionFailedError:
+            log.info("%s of %s lost to a newer commit", what, self.remote)
+            return False
+        with self._cond:
+            if self._etag == etag:
+                self._manifest, self._manifest_raw, self._etag = new, new_raw, new_etag
+                self._save_state()
+        log.info("%s %s at version %d", what, self.remote, new.version)
+        return True
 
     def compact(self) -> bool:
         """Fold the deltas into a new snapshot of the current version (writer held).
@@ -985,19 +1081,9 @@ class Replica:
             ),
             deltas=(),
             previous=archive,
+            base=None,
         )
-        new_raw = fmt.encode_manifest(new)
-        try:
-            new_etag = self.storage.put(fmt.MANIFEST_KEY, new_raw, if_match=etag)
-        except PreconditionFailedError:
-            log.info("compaction of %s lost to a newer commit", self.remote)
-            return False
-        with self._cond:
-            if self._etag == etag:
-                self._manifest, self._manifest_raw, self._etag = new, new_raw, new_etag
-                self._save_state()
-        log.info("compacted %s at version %d (%d bytes)", self.remote, m.version, size)
-        return True
+        return self._publish_same_version(new, etag, f"compacted ({size} bytes)")
 
     def close(self) -> None:
         with self._cond:

@@ -6,6 +6,7 @@ Layout under a remote prefix::
     snapshots/<version>-<nonce>   immutable full image: MAGIC_SNAPSHOT + zstd(pages)
     deltas/<version>-<nonce>      immutable page set: MAGIC_DELTA + zstd(page table, pages)
     manifests/<version>-<nonce>   immutable archive of a manifest replaced by a compaction
+                                  or a rollover (see BaseRef)
 
 A manifest names the current version, the snapshot it starts from and the
 deltas after it (small ones inline, base64), with checksums of every object and
@@ -36,6 +37,7 @@ from lambdalite.errors import CorruptionError
 __all__ = [
     "FORMAT",
     "MANIFEST_KEY",
+    "BaseRef",
     "DeltaRef",
     "Manifest",
     "SnapshotRef",
@@ -77,6 +79,25 @@ class SnapshotRef:
 
 
 @dataclass(frozen=True, slots=True)
+class BaseRef:
+    """Where a manifest's deltas start when that is not its snapshot.
+
+    A *rollover* archives a manifest whose delta list grew long and starts a
+    new one at the same version: the new manifest's deltas continue from
+    ``version`` (the archived manifest, ``archive``, holds the ones before).
+    ``segments`` and ``delta_bytes`` count what lies between the snapshot and
+    ``version``, so writers know when a new snapshot is worth its upload.
+    """
+
+    version: int
+    checksum: str
+    page_count: int
+    archive: str
+    segments: int
+    delta_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeltaRef:
     version: int
     committed_at: float
@@ -108,13 +129,25 @@ class Manifest:
     deltas: tuple[DeltaRef, ...] = ()
     previous: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    base: BaseRef | None = None  # set after a rollover: the deltas start at base.version
 
     @property
     def base_version(self) -> int:
+        """The version this manifest's deltas continue from."""
+        if self.base is not None:
+            return self.base.version
         return self.snapshot.version if self.snapshot else 0
 
     def delta_bytes(self) -> int:
         return sum(d.size for d in self.deltas)
+
+    def bytes_since_snapshot(self) -> int:
+        """Delta bytes between the snapshot and this version, across rolled-over segments."""
+        return (self.base.delta_bytes if self.base else 0) + self.delta_bytes()
+
+    def segments_since_snapshot(self) -> int:
+        """How many archived segments a cold start walks to reach the snapshot."""
+        return self.base.segments if self.base else 0
 
     def deltas_after(self, version: int) -> tuple[DeltaRef, ...] | None:
         """The deltas that take version ``version`` to this manifest's, or None if not here."""
@@ -149,6 +182,15 @@ def encode_manifest(m: Manifest) -> bytes:
         "previous": m.previous,
         "extra": dict(m.extra),
     }
+    if m.base is not None:  # absent when unused, so older readers keep reading these manifests
+        body["base"] = {
+            "version": m.base.version,
+            "checksum": m.base.checksum,
+            "page_count": m.base.page_count,
+            "archive": m.base.archive,
+            "segments": m.base.segments,
+            "delta_bytes": m.base.delta_bytes,
+        }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     body["digest"] = _sha256(canonical)
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -219,13 +261,19 @@ def decode_manifest(data: bytes, *, where: str = MANIFEST_KEY) -> Manifest:
             deltas=tuple(DeltaRef(**d) for d in body["deltas"]),
             previous=body.get("previous"),
             extra=body.get("extra") or {},
+            base=BaseRef(**body["base"]) if body.get("base") is not None else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise bad(f"malformed field ({exc})") from exc
     versions = [d.version for d in manifest.deltas]
     expected = list(range(manifest.base_version + 1, manifest.version + 1))
     if versions != expected:
-        raise bad(f"delta versions {versions} do not continue snapshot {manifest.base_version}")
+        raise bad(f"delta versions {versions} do not continue version {manifest.base_version}")
+    if manifest.base is not None and (
+        manifest.previous != manifest.base.archive
+        or (manifest.snapshot is not None and manifest.snapshot.version > manifest.base.version)
+    ):
+        raise bad("its base does not match its previous manifest and snapshot")
     return manifest
 
 
