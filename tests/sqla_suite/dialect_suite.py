@@ -1,0 +1,3 @@
+"""SQLAlchemy's dialect compliance suite, run against the URL given to scripts/sqla-suite."""
+
+from sqlalchemy.testing.suite import *  # noqa: F403
