@@ -179,13 +179,15 @@ class LambdaliteDialect(SQLiteDialect_pysqlite):
             return remote
         if not path or path == ":memory:":
             raise _url_error(
-                url, "no database: use sqlite+lambdalite:///?remote=s3://bucket/prefix "
-                "(replica mode) or sqlite+lambdalite:////abs/path/app.db (shared-file mode)"
+                url,
+                "no database: use sqlite+lambdalite:///?remote=s3://bucket/prefix "
+                "(replica mode) or sqlite+lambdalite:////abs/path/app.db (shared-file mode)",
             )
         if not os.path.isabs(path):
             raise _url_error(
-                url, f"the database path {path!r} is relative; give an absolute one "
-                "(four slashes: sqlite+lambdalite:////abs/path/app.db)"
+                url,
+                f"the database path {path!r} is relative; give an absolute one "
+                "(four slashes: sqlite+lambdalite:////abs/path/app.db)",
             )
         return path
 
@@ -292,14 +294,16 @@ class S3SQLiteDialect(LambdaliteDialect):
         bucket = query.get("bucket") or os.environ.get(_BUCKET_ENV, "")
         if not bucket:
             raise _url_error(
-                url, f"no bucket: set the {_BUCKET_ENV} environment variable or add "
-                "?bucket=NAME (or persist=false for a local scratch database)"
+                url,
+                f"no bucket: set the {_BUCKET_ENV} environment variable or add "
+                "?bucket=NAME (or persist=false for a local scratch database)",
             )
         key = os.path.normpath(os.path.relpath(path) if os.path.isabs(path) else path)
         if key == "." or key.startswith(".."):
             raise _url_error(
-                url, f"{path!r} is not below the working directory {os.getcwd()!r}, so it has "
-                "no S3 key; use a relative path, or sqlite+lambdalite:///?remote=s3://..."
+                url,
+                f"{path!r} is not below the working directory {os.getcwd()!r}, so it has "
+                "no S3 key; use a relative path, or sqlite+lambdalite:///?remote=s3://...",
             )
         return f"s3://{bucket}/{key}"
 
@@ -337,8 +341,10 @@ def _check_keys(url: URL, query: Mapping[str, str], extra: frozenset[str]) -> No
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise _url_error(
-                url, f"unknown option {key!r} in the URL query{hint} (accepted: "
-                + ", ".join(sorted(accepted)) + ")"
+                url,
+                f"unknown option {key!r} in the URL query{hint} (accepted: "
+                + ", ".join(sorted(accepted))
+                + ")",
             )
 
 
@@ -359,8 +365,9 @@ def _flag(url: URL, query: Mapping[str, str], key: str, *, default: bool) -> boo
     try:
         return bool(util.asbool(query[key]))
     except ValueError as error:
-        raise _url_error(url, f"invalid value for {key}: {query[key]!r}; expected true or "
-                              "false") from error
+        raise _url_error(
+            url, f"invalid value for {key}: {query[key]!r}; expected true or false"
+        ) from error
 
 
 def _local_timeout(url: URL, value: str) -> float:
@@ -380,8 +387,10 @@ def _wrapper_classes() -> dict[type[BaseException], type[exc.OperationalError]]:
     """
     bases: list[type[BaseException]] = [LambdaliteError]
     for value in vars(errors).values():
-        if isinstance(value, type) and issubclass(value, LambdaliteError) and issubclass(
-            value, sqlite3.Error
+        if (
+            isinstance(value, type)
+            and issubclass(value, LambdaliteError)
+            and issubclass(value, sqlite3.Error)
         ):
             bases.append(value)
     classes: dict[type[BaseException], type[exc.OperationalError]] = {}
