@@ -265,7 +265,11 @@ def test_statements_without_rows_do_not_pin_the_snapshot(instance: Instance) -> 
 def test_warm_connection_survives_growth_shrink_and_snapshot_pulls(instance: Instance) -> None:
     """Pulled pages that change the file's size must not leave SQLite trusting an old size."""
     a = instance(
-        "a", isolation_level=None, compact_after_deltas=2, compact_after_bytes=1, inline_delta_max=100
+        "a",
+        isolation_level=None,
+        compact_after_deltas=2,
+        compact_after_bytes=1,
+        inline_delta_max=100,
     )
     b = instance("b")
     a.execute("CREATE TABLE kv(k INTEGER PRIMARY KEY, v BLOB)")
@@ -351,3 +355,15 @@ def test_limits(instance: Instance) -> None:
     old = a.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
     assert a.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) == 1000
     assert old > 1000
+
+
+def test_temp_table_shadowing_is_reclassified(instance: Instance) -> None:
+    """A statement that wrote a TEMP table must be classified again once the TEMP table is gone."""
+    a, b = instance("a", isolation_level=None), instance("b")
+    a.execute("CREATE TABLE t(x)")
+    a.execute("CREATE TEMP TABLE t(x)")
+    a.execute("INSERT INTO t VALUES (?)", (1,))  # the TEMP table: nothing to publish
+    assert b.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    a.execute("DROP TABLE temp.t")
+    a.execute("INSERT INTO t VALUES (?)", (2,))  # same text, now the main table: published
+    assert b.execute("SELECT x FROM t").fetchall() == [(2,)]

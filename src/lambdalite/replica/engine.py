@@ -79,7 +79,8 @@ log = logging.getLogger("lambdalite.replica")
 crash_hook: Callable[[str], None] | None = None
 """Tests set this to kill the process at a named step of the commit path."""
 
-_INLINE_BUDGET = 32 * 1024  # bytes of inline deltas a manifest may carry in all
+_INLINE_BUDGET = 12 * 1024  # bytes of inline deltas a manifest may carry in all
+_ROLLOVER_BYTES = 24 * 1024  # a manifest larger than this is rolled over after the commit
 _MAX_SEGMENTS = 16  # archived segments a cold start may walk before a new snapshot is due
 _UNKNOWN_ETAG = "unknown"  # matches no real ETag: the next read fetches the manifest
 _DEFAULT_PAGE_SIZE = 4096
@@ -986,8 +987,10 @@ class Replica:
         deltas since the last one add up to a quarter of its size (at least
         ``compact_after_bytes``) or a cold start would walk too many archived
         segments: its cost per commit stays proportional to the commits' own.
-        Otherwise a manifest with ``compact_after_deltas`` deltas is rolled
-        over: archived, and continued by a short manifest at the same version.
+        Otherwise a manifest with ``compact_after_deltas`` deltas, or larger
+        than 24 KiB, is rolled over: archived, and continued by a short
+        manifest at the same version, so that every commit (which rewrites the
+        manifest) moves a small, bounded number of bytes besides its own pages.
         """
         m = self._manifest
         if m is None or not m.deltas:
@@ -1000,7 +1003,10 @@ class Replica:
                 or m.segments_since_snapshot() >= _MAX_SEGMENTS
             ):
                 self.compact()
-            elif len(m.deltas) >= self.options.compact_after_deltas:
+            elif (
+                len(m.deltas) >= self.options.compact_after_deltas
+                or len(self._manifest_raw or b"") > _ROLLOVER_BYTES
+            ):
                 self.roll_over()
         except (StorageError, OSError, sqlite3.Error) as exc:
             log.warning("compaction of %s skipped: %s", self.remote, exc)
