@@ -16,9 +16,7 @@ statement. ``settings.DATABASES`` is never changed. See ``docs/django.md``.
 
 from __future__ import annotations
 
-import functools
 import logging
-import sqlite3
 from collections.abc import Iterable, Mapping
 from itertools import tee
 from typing import Any, ClassVar
@@ -41,16 +39,6 @@ __all__ = ["DatabaseFeatures", "DatabaseWrapper", "LambdaliteCursorWrapper"]
 log = logging.getLogger("lambdalite.contrib.django")
 
 
-@functools.cache
-def _library_limit(category: int) -> int:
-    """SQLite's default run-time limit ``category`` (``sqlite3.SQLITE_LIMIT_*``)."""
-    probe = sqlite3.connect(":memory:")
-    try:
-        return probe.getlimit(category)
-    finally:
-        probe.close()
-
-
 class LambdaliteCursorWrapper(dbapi.Cursor):
     """Django's ``SQLiteCursorWrapper`` for a lambdalite cursor: ``%s``/``%(name)s`` parameters
     become ``?``/``:name`` (the conversion is Django's own ``convert_query``)."""
@@ -63,33 +51,8 @@ class LambdaliteCursorWrapper(dbapi.Cursor):
         else:
             names = list(params) if isinstance(params, Mapping) else None
             sql = self.convert_query(query, param_names=names)
-        conn = self.connection
-        if (
-            "RETURNING" in sql.upper()
-            and conn.isolation_level is None  # Django's autocommit
-            and not conn.in_transaction
-        ):
-            self._execute_returning(sql, params)
-        else:
-            super().execute(sql, params)
+        super().execute(sql, params)
         return self
-
-    def _execute_returning(self, sql: str, params: Any) -> None:
-        """WORKAROUND (a lambdalite.dbapi bug, reported): outside a transaction, the DB-API
-        layer commits an ``INSERT ... RETURNING`` before its rows are read and fails with
-        "cannot commit transaction - SQL statements in progress". Run it in an explicit
-        transaction instead, read its rows, commit, and hand the rows back. Same effect as
-        autocommit; remove once the DB-API layer handles it."""
-        conn = self.connection
-        conn.execute("BEGIN")
-        try:
-            super().execute(sql, params)
-            rows = super().fetchall()
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
-        self._buffer = rows  # the rows, read before the commit, for fetchone/fetchall
 
     def executemany(self, query: str, param_list: Iterable[Any], /) -> LambdaliteCursorWrapper:
         peek, param_list = tee(iter(param_list))
@@ -162,12 +125,6 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):  # type: ignore[misc]
             raise ImproperlyConfigured(
                 f"settings.DATABASES[{self.alias!r}]: {exc}"
             ) from exc
-        if not hasattr(conn, "getlimit"):
-            # WORKAROUND (a lambdalite.dbapi gap, reported): Django 6 reads SQLite's limits
-            # with Connection.getlimit(), which lambdalite's Connection lacks. Its raw
-            # connections use the same SQLite library, whose limits a throwaway in-memory
-            # connection reports; remove once the DB-API layer has getlimit().
-            setattr(conn, "getlimit", _library_limit)  # noqa: B010
         try:
             register_functions(conn)
             conn.execute("PRAGMA foreign_keys = ON")
