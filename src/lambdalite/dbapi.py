@@ -70,6 +70,26 @@ register_converter = sqlite3.register_converter
 complete_statement = sqlite3.complete_statement
 
 _tokens = itertools.count(1)
+_MAIN_WRITES = frozenset(
+    {
+        sqlite3.SQLITE_INSERT,
+        sqlite3.SQLITE_UPDATE,
+        sqlite3.SQLITE_DELETE,
+        sqlite3.SQLITE_CREATE_INDEX,
+        sqlite3.SQLITE_CREATE_TABLE,
+        sqlite3.SQLITE_CREATE_TRIGGER,
+        sqlite3.SQLITE_CREATE_VIEW,
+        sqlite3.SQLITE_DROP_INDEX,
+        sqlite3.SQLITE_DROP_TABLE,
+        sqlite3.SQLITE_DROP_TRIGGER,
+        sqlite3.SQLITE_DROP_VIEW,
+        sqlite3.SQLITE_ALTER_TABLE,
+        sqlite3.SQLITE_REINDEX,
+        sqlite3.SQLITE_ANALYZE,
+        sqlite3.SQLITE_CREATE_VTABLE,
+        sqlite3.SQLITE_DROP_VTABLE,
+    }
+)
 
 
 class Engine(Protocol):
@@ -137,6 +157,7 @@ class Connection:
         self._snapshot_version: int | None = None
         self._active: set[int] = set()
         self._closed = False
+        self._authorizer: Any = None
 
     # ------------------------------------------------------------------ properties
 
@@ -210,6 +231,7 @@ class Connection:
         self._configure(lambda raw: raw.create_collation(name, callable))
 
     def set_authorizer(self, authorizer_callback: Any) -> None:
+        self._authorizer = authorizer_callback
         self._configure(lambda raw: raw.set_authorizer(authorizer_callback))
 
     def set_progress_handler(self, progress_handler: Any, n: int) -> None:
@@ -373,7 +395,14 @@ class Connection:
                 return None
             first = params[0]
         info = self._info(raw, sql, first)
-        return self._dispatch(cursor._make_raw(), sql, params, many, info)
+        try:
+            with self._guarded(raw, info.guarded):
+                return self._dispatch(cursor._make_raw(), sql, params, many, info)
+        finally:
+            if info.renames:
+                # names may resolve elsewhere now (a TEMP table shadowing a main one):
+                # classify every statement again
+                self._kinds.clear()
 
     def _dispatch(
         self, cur: sqlite3.Cursor, sql: str, params: Any, many: bool, info: StatementInfo
@@ -453,6 +482,25 @@ class Connection:
             if self._isolation_level is None or not self._in_txn:
                 self.rollback()
             raise
+
+    @contextlib.contextmanager
+    def _guarded(self, raw: sqlite3.Connection, on: bool) -> Iterator[None]:
+        """Refuse writes to the main database while a statement SQLite cannot explain runs."""
+        if not on:
+            yield
+            return
+        user = self._authorizer
+
+        def deny_main_writes(action: int, a1: Any, a2: Any, db: Any, trig: Any) -> int:
+            if action in _MAIN_WRITES and db in (None, "main"):
+                return sqlite3.SQLITE_DENY
+            return user(action, a1, a2, db, trig) if user is not None else sqlite3.SQLITE_OK
+
+        raw.set_authorizer(deny_main_writes)
+        try:
+            yield
+        finally:
+            raw.set_authorizer(user)
 
     def _autocommit_read(self, cur: sqlite3.Cursor, sql: str, params: Any, many: bool) -> None:
         established = self._replica.begin_statement(self._token, self._timeout)
@@ -580,6 +628,7 @@ class Cursor:
         self.row_factory: Any = None
         self._buffer: list[Any] = []
         self._closed = False
+        self._closed_counts: tuple[int, int | None] = (-1, None)
         cid = id(self)
         conn_ref = weakref.ref(connection)
         self._finalizer = weakref.finalize(self, _cursor_gone, conn_ref, cid)
@@ -594,11 +643,11 @@ class Cursor:
 
     @property
     def rowcount(self) -> int:
-        return self._raw.rowcount if self._raw is not None else -1
+        return self._raw.rowcount if self._raw is not None else self._closed_counts[0]
 
     @property
     def lastrowid(self) -> int | None:
-        return self._raw.lastrowid if self._raw is not None else None
+        return self._raw.lastrowid if self._raw is not None else self._closed_counts[1]
 
     def _make_raw(self) -> sqlite3.Cursor:
         """A fresh SQLite cursor for the next statement (the connection is open by now)."""
@@ -706,6 +755,7 @@ class Cursor:
 
     def close(self) -> None:
         if self._raw is not None:
+            self._closed_counts = (self._raw.rowcount, self._raw.lastrowid)  # sqlite3 keeps them
             self._raw.close()
             self._raw = None
         self._buffer = []

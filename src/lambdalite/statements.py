@@ -12,10 +12,11 @@ answer is cached per statement text, so a statement is classified once.
 from __future__ import annotations
 
 import enum
+import itertools
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = ["Kind", "StatementInfo", "classify", "split_script"]
@@ -35,6 +36,7 @@ _SCHEMA_OPCODES = frozenset(
         "JournalMode",
     }
 )
+_texts = itertools.count()
 _WAL_MODE = 5
 _QUERY_MODE = -1
 
@@ -60,6 +62,8 @@ class StatementInfo:
     immediate: bool = False  # BEGIN IMMEDIATE / EXCLUSIVE
     savepoint: str | None = None
     forbidden: str | None = None  # why lambdalite refuses to run it
+    renames: bool = False  # changes what names resolve to (DDL on any database, ATTACH, DETACH)
+    guarded: bool = False  # not explainable: run with writes to the main database refused
 
     @property
     def writes(self) -> bool:
@@ -68,16 +72,38 @@ class StatementInfo:
 
 def classify(raw: sqlite3.Connection, sql: str, params: Any = ()) -> StatementInfo:
     """Compile ``sql`` with EXPLAIN on ``raw`` and say what it would do."""
+    # A fresh text every time keeps the prepared EXPLAIN out of the sqlite3 module's
+    # statement cache: SQLite 3.40 can crash when it re-prepares a cached EXPLAIN of an
+    # INSERT ... RETURNING after the schema changed (tests/test_statements.py reproduces it).
     try:
-        rows = raw.execute("EXPLAIN " + sql, params).fetchall()
+        rows = raw.execute(f"/* lambdalite {next(_texts)} */ EXPLAIN {sql}", params).fetchall()
     except sqlite3.OperationalError as exc:
-        if 'near "explain"' in str(exc).lower():
+        message = str(exc).lower()
+        if 'near "explain"' in message:
             return StatementInfo(Kind.READ)  # the statement is an EXPLAIN itself: never writes
+        if "logic error" in message:
+            # SQLite cannot explain some statements it can run (PRAGMA temp.* before the
+            # connection used its TEMP schema): run them with writes to main refused
+            return StatementInfo(Kind.READ, guarded=True)
         raise
     return _from_program(rows)
 
 
 def _from_program(rows: Sequence[Sequence[Any]]) -> StatementInfo:
+    info = _kind_of(rows)
+    if any(_renames(row) for row in rows):
+        return replace(info, renames=True)
+    return info
+
+
+def _renames(row: Sequence[Any]) -> bool:
+    """Whether this instruction can change which table a name means (TEMP shadowing, ATTACH)."""
+    if row[1] in _SCHEMA_OPCODES:
+        return True
+    return row[1] == "Function" and any(n in str(row[5]) for n in ("attach", "detach"))
+
+
+def _kind_of(rows: Sequence[Sequence[Any]]) -> StatementInfo:
     writes_main = False
     schema = False
     for row in rows:
@@ -96,6 +122,8 @@ def _from_program(rows: Sequence[Sequence[Any]]) -> StatementInfo:
             continue  # VACUUM INTO another file, or of an attached database
         if opcode == "Transaction" and p1 == 0 and p2:
             writes_main = True
+        if opcode == "SqlExec":  # runs SQL it builds at run time (PRAGMA optimize): may write
+            writes_main = schema = True
         if opcode == "JournalMode" and p1 == 0 and p3 not in (_WAL_MODE, _QUERY_MODE):
             return StatementInfo(
                 Kind.DDL,

@@ -367,3 +367,17 @@ def test_temp_table_shadowing_is_reclassified(instance: Instance) -> None:
     a.execute("DROP TABLE temp.t")
     a.execute("INSERT INTO t VALUES (?)", (2,))  # same text, now the main table: published
     assert b.execute("SELECT x FROM t").fetchall() == [(2,)]
+
+
+def test_statements_sqlite_cannot_explain_still_run(instance: Instance) -> None:
+    a = instance("a")
+    assert a.execute('PRAGMA temp.table_info("x")').fetchall() == []
+
+
+def test_cursor_keeps_counts_after_close(instance: Instance) -> None:
+    a = instance("a", isolation_level=None)
+    a.execute("CREATE TABLE t(x)")
+    cur = a.cursor()
+    cur.execute("INSERT INTO t VALUES (1)")
+    cur.close()
+    assert (cur.lastrowid, cur.rowcount) == (1, 1)
