@@ -35,7 +35,7 @@ from lambdalite.errors import (
     TransientStorageError,
 )
 from lambdalite.replica.engine import EngineOptions, Replica, get_replica
-from lambdalite.retry import retry_on_conflict
+from lambdalite.retry import retry_on_conflict, retrying
 from lambdalite.storage import open_storage
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ __all__ = [
     "__version__",
     "connect",
     "retry_on_conflict",
+    "retrying",
 ]
 
 __version__ = "0.1.0"

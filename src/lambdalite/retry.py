@@ -1,7 +1,7 @@
 """Re-running a transaction that lost to another instance.
 
 A :class:`~lambdalite.errors.ConflictError` means the transaction left no
-trace, so running the same function again is always safe::
+trace, so running the same code again is always safe. As a decorator::
 
     @lambdalite.retry_on_conflict(attempts=10)
     def add_visit(conn):
@@ -9,6 +9,18 @@ trace, so running the same function again is always safe::
             conn.execute("BEGIN")
             (n,) = conn.execute("SELECT n FROM counter").fetchone()
             conn.execute("UPDATE counter SET n = ?", (n + 1,))
+
+or around a block, when a function would be awkward::
+
+    for attempt in lambdalite.retrying(attempts=10):
+        with attempt:
+            conn.execute("BEGIN")
+            ...
+            conn.commit()
+
+A conflict inside ``with attempt`` is swallowed and the loop goes round again
+(after a jittered pause); any other exception, or the conflict of the last
+attempt, propagates. A block that ends without error ends the loop.
 """
 
 from __future__ import annotations
@@ -17,12 +29,12 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar, overload
 
 from lambdalite.errors import ConflictError
 
-__all__ = ["retry_on_conflict"]
+__all__ = ["Attempt", "retry_on_conflict", "retrying"]
 
 log = logging.getLogger("lambdalite.retry")
 
@@ -65,9 +77,8 @@ def retry_on_conflict(
                 except ConflictError:
                     if attempt == attempts:
                         raise
-                    delay = random.uniform(0, min(max_delay, base_delay * 2**attempt))
                     log.debug("conflict on attempt %d of %s; retrying", attempt, fn.__qualname__)
-                    time.sleep(delay)
+                    _pause(attempt, base_delay, max_delay)
             raise AssertionError("unreachable")
 
         return wrapper
@@ -75,3 +86,44 @@ def retry_on_conflict(
     if func is not None:
         return decorate(func)
     return decorate
+
+
+def _pause(attempt: int, base_delay: float, max_delay: float) -> None:
+    time.sleep(random.uniform(0, min(max_delay, base_delay * 2**attempt)))
+
+
+class Attempt:
+    """One try of a :func:`retrying` loop: a context manager that absorbs a conflict."""
+
+    def __init__(self, number: int, last: bool) -> None:
+        self.number = number
+        self.last = last
+        self.succeeded = False
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        if exc_type is None:
+            self.succeeded = True
+            return False
+        if issubclass(exc_type, ConflictError) and not self.last:
+            log.debug("conflict on attempt %d; retrying", self.number)
+            return True  # swallowed: the loop runs the block again
+        return False
+
+
+def retrying(
+    *, attempts: int = 10, base_delay: float = 0.01, max_delay: float = 1.0
+) -> Iterator[Attempt]:
+    """Yield up to ``attempts`` :class:`Attempt` context managers until one block succeeds."""
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    for number in range(1, attempts + 1):
+        attempt = Attempt(number, last=number == attempts)
+        yield attempt
+        if attempt.succeeded:
+            return
+        _pause(number, base_delay, max_delay)
