@@ -543,8 +543,15 @@ class Connection:
             self._writing = False
 
     def _become_writer(self) -> None:
+        """The first write of an open transaction. A ConflictError here (another instance
+        committed since this transaction read) dooms the transaction: it is rolled back, so
+        the connection is ready for the retry, as after a conflict at commit."""
         assert self._snapshot_version is not None
-        self._replica.begin_write(self._token, self._snapshot_version, self._timeout)
+        try:
+            self._replica.begin_write(self._token, self._snapshot_version, self._timeout)
+        except ConflictError:
+            self.rollback()
+            raise
         self._writing = True
 
     def _release_savepoint(

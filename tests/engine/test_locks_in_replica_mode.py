@@ -21,7 +21,7 @@ def test_deferred_transaction_fails_at_first_write_when_remote_moved(instance: I
     b.execute("INSERT INTO t VALUES (1)")
     with pytest.raises(lambdalite.ConflictError):
         a.execute("INSERT INTO t VALUES (2)")  # right here, not at commit
-    a.rollback()
+    assert not a.in_transaction  # rolled back: ready for the retry
     a.execute("INSERT INTO t VALUES (2)")
     assert sorted(b.execute("SELECT x FROM t").fetchall()) == [(1,), (2,)]
 
