@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import lambdalite
+from lambdalite.admin import compact
 from lambdalite.config import Settings
 from lambdalite.replica.engine import forget_replicas
 
@@ -82,6 +83,8 @@ class Built:
     conn: lambdalite.Connection
     model: dict[int, Rows] = field(default_factory=dict)
     after: dict[int, float] = field(default_factory=dict)
+    compact: Callable[[], object] | None = None  # run after every `compact_every`-th version
+    compact_every: int = 0
 
     @property
     def latest(self) -> int:
@@ -92,6 +95,8 @@ class Built:
         version: int = self.conn.replica.version
         self.model[version] = dump(self.conn)
         self.after[version] = time.time()
+        if self.compact is not None and self.compact_every and version % self.compact_every == 0:
+            self.compact()
         return version
 
     def step(self, i: int) -> int:
@@ -115,13 +120,40 @@ class Built:
 
 BuildHistory = Callable[..., Built]
 
+@dataclass(frozen=True)
+class Layout:
+    """How a history's manifests are replaced: engine options, and `lambdalite compact` runs."""
+
+    options: dict[str, Any]
+    compact_every: int = 0  # `lambdalite compact` after every n-th version (0: never)
+
+
+_NEVER = 1 << 30
+LAYOUTS: dict[str, Layout] = {
+    # compactions at 3, 6, 9...: a new snapshot, no rollover (the engine never compacts itself)
+    "compactions": Layout({"compact_after_deltas": 1000, "compact_after_bytes": _NEVER}, 3),
+    # rollovers at 3, 6, 9...: the deltas since the empty database span every archive
+    "rollovers": Layout({"compact_after_deltas": 3, "compact_after_bytes": _NEVER}),
+    # rollovers every 3 commits and engine compactions every 5 to 8 (a commit of `Built.step`
+    # is 200-700 bytes, a snapshot 0.4-1 KiB)
+    "mixed": Layout({"compact_after_deltas": 3, "compact_after_bytes": 2000}),
+}
+
 
 @pytest.fixture
-def build_history(instance: Instance) -> BuildHistory:
-    """``build_history(commits=10, **options)``: version 1 creates the table, then commits."""
+def build_history(instance: Instance, settings: Settings) -> BuildHistory:
+    """``build_history(commits=10, layout="compactions", **options)``: version 1 creates the
+    table, then one commit per version; ``layout`` is a key of :data:`LAYOUTS`."""
 
-    def build(commits: int = 10, name: str = "writer", **options: Any) -> Built:
-        built = Built(instance(name, **options))
+    def build(
+        commits: int = 10, name: str = "writer", layout: str = "compactions", **options: Any
+    ) -> Built:
+        shape = LAYOUTS[layout]
+        built = Built(
+            instance(name, **{**shape.options, **options}),
+            compact=lambda: compact(settings),
+            compact_every=shape.compact_every,
+        )
         built.conn.execute("BEGIN")
         built.conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
         built.conn.execute("INSERT INTO t(v) VALUES ('first')")

@@ -138,7 +138,7 @@ def test_restore(
 def test_verify_compact_gc(
     run: Run, build_history: BuildHistory, remote: str, remote_root: Path
 ) -> None:
-    build_history(5, inline_delta_max=0, compact_after_deltas=100)
+    build_history(5, layout="rollovers", inline_delta_max=0)  # 2 manifests
     result = run("verify", remote)
     assert result.exit_code == 0 and result.output.startswith("ok:")
     result = run("compact", remote)
@@ -165,3 +165,21 @@ def test_verify_compact_gc(
     assert result.exit_code == 1 and f"BROKEN snapshot {snap.key}" in result.output
     result = run("pull", remote, str(remote_root.parent / "x.sqlite"))
     assert result.exit_code == 1 and "CorruptionError" in result.output
+
+
+def test_status_and_history_of_a_rolled_over_chain(
+    run: Run, build_history: BuildHistory, remote: str
+) -> None:
+    build_history(8, layout="rollovers")  # rollovers at 3 and 6, no snapshot
+    info = json.loads(run("status", remote, "--json").stdout)
+    assert info["since_snapshot"]["deltas"] == 8 and info["since_snapshot"]["segments"] == 2
+    assert info["base"]["version"] == 6
+    text = run("status", remote).output
+    assert "snapshot:     none" in text
+    assert "deltas:       2 in the manifest" in text
+    assert "since snap.:  8 deltas" in text and "2 rolled-over segments before version 6" in text
+    lines = run("history", remote).output.splitlines()
+    assert lines[-1].endswith("empty database + 8 deltas from 3 manifests")
+    assert lines[0].endswith("empty database + 1 deltas")
+    versions = json.loads(run("history", remote, "--json").stdout)
+    assert len(versions[-1]["manifests"]) == 3 and versions[-1]["snapshot_version"] == 0

@@ -13,7 +13,7 @@ from lambdalite.admin import gc, list_versions, load_history, pull, restore, ver
 from lambdalite.admin.gc import ORPHAN_GRACE
 from lambdalite.config import Settings
 from lambdalite.storage import open_storage
-from tests.admin.conftest import BuildHistory, Built, Instance, dump_file
+from tests.admin.conftest import LAYOUTS, BuildHistory, Built, Instance, dump_file
 
 DAY = 86400.0
 
@@ -148,7 +148,7 @@ def test_gc_while_a_writer_commits_and_compacts(
 
     def write() -> None:
         try:
-            conn = instance("busy", inline_delta_max=0)
+            conn = instance("busy", inline_delta_max=0, **LAYOUTS["mixed"].options)
             try:
                 conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
                 started.set()

@@ -170,7 +170,7 @@ def test_import_refuses_a_database_failing_integrity_check(
 def test_compact_folds_the_deltas(
     build_history: BuildHistory, settings: Settings, tmp_path: Path
 ) -> None:
-    built = build_history(8, compact_after_deltas=100, inline_delta_max=0)
+    built = build_history(8, layout="rollovers", compact_after_deltas=100, inline_delta_max=0)
     assert len(_manifest(settings).deltas) == 8
     result = compact(settings)
     assert result.compacted and result.folded_deltas == 8
@@ -191,7 +191,7 @@ def test_compact_folds_the_deltas(
 def test_compact_loses_to_a_commit_without_harm(
     build_history: BuildHistory, settings: Settings
 ) -> None:
-    built = build_history(4, compact_after_deltas=100)
+    built = build_history(4, layout="rollovers", compact_after_deltas=100)
 
     @contextlib.contextmanager
     def commit_meanwhile(label: str, total: int) -> Iterator[ProgressCallback]:

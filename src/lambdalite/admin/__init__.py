@@ -19,8 +19,10 @@ from __future__ import annotations
 from lambdalite.admin.gc import GcItem, GcReport, gc
 from lambdalite.admin.history import (
     History,
+    Lineage,
     NoDatabaseError,
     Plan,
+    PlanStep,
     ProgressFactory,
     VersionInfo,
     VersionNotAvailableError,
@@ -50,10 +52,12 @@ __all__ = [
     "GcReport",
     "History",
     "ImportResult",
+    "Lineage",
     "NoDatabaseError",
     "NotADatabaseError",
     "ObjectCheck",
     "Plan",
+    "PlanStep",
     "ProgressFactory",
     "PullResult",
     "RestoreResult",

@@ -164,13 +164,21 @@ def _size(n: int) -> str:
 def status_command(
     remote: str, endpoint_url: str | None, region: str | None, as_json: bool
 ) -> None:
-    """Show the remote's current version, size, snapshot, deltas and lock."""
+    """Show the remote's current version, size, snapshot, deltas (in the manifest and since
+    the snapshot) and lock."""
     info = ops.status(_settings(remote, endpoint_url, region))
     if as_json:
         _json(info)
         return
     deltas = info["deltas"]
+    since = info["since_snapshot"]
     snap = info["snapshot"]
+    base = info["base"]
+    segments = (
+        f", {since['segments']} rolled-over segments before version {base['version']}"
+        if base is not None
+        else ""
+    )
     lines = [
         f"remote:       {info['remote']}",
         f"version:      {info['version']} (lineage {info['lineage']})",
@@ -178,8 +186,9 @@ def status_command(
         f"size:         {_size(info['size'])} ({info['page_count']} pages of {info['page_size']})",
         "snapshot:     "
         + (f"version {snap['version']}, {_size(snap['size'])} ({snap['key']})" if snap else "none"),
-        f"deltas:       {deltas['count']} ({_size(deltas['bytes'])}): {deltas['inline']} inline, "
-        f"{deltas['objects']} objects",
+        f"deltas:       {deltas['count']} in the manifest ({_size(deltas['bytes'])}): "
+        f"{deltas['inline']} inline, {deltas['objects']} objects",
+        f"since snap.:  {since['deltas']} deltas ({_size(since['bytes'])}){segments}",
         f"manifest:     etag {info['manifest_etag']}, {info['archived_manifests']} archived",
         f"restorable:   from version {info['oldest_restorable_version']} "
         f"({_time(info['oldest_restorable_at'])})",
@@ -210,8 +219,9 @@ def history_command(
         return
     for v in versions:
         at = _time(v.committed_at) + ("" if v.committed_at_exact else " (at latest)")
-        base = f"snapshot {v.snapshot_version}" if v.snapshot_key else "empty database"
-        click.echo(f"{v.version:>8}  {at:<36}  {base} + {len(v.delta_keys)} deltas")
+        start = f"snapshot {v.snapshot_version}" if v.snapshot_key else "empty database"
+        spread = f" from {len(v.manifest_keys)} manifests" if len(v.manifest_keys) > 1 else ""
+        click.echo(f"{v.version:>8}  {at:<36}  {start} + {len(v.delta_keys)} deltas{spread}")
 
 
 @click.command("pull")
@@ -239,8 +249,12 @@ def pull_command(
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("remote")
 @_remote_options
-@click.option("--force", is_flag=True, help="Replace the database at REMOTE (its history is "
-              "archived and kept for the retention window).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the database at REMOTE (its history is "
+    "archived and kept for the retention window).",
+)
 @_progress_option
 @_errors
 def import_command(
@@ -269,15 +283,32 @@ def import_command(
 
 @click.command("restore")
 @click.argument("remote")
-@click.option("--to-version", type=click.IntRange(min=1), default=None, metavar="N",
-              help="The version to bring back.")
-@click.option("--to-time", default=None, metavar="ISO8601",
-              help="Bring back the newest version committed at or before this time "
-              "(UTC unless it has an offset).")
-@click.option("--output", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Write the old version into FILE, a plain SQLite database.")
-@click.option("--in-place", is_flag=True,
-              help="Publish the old version as a new version of REMOTE (history is kept).")
+@click.option(
+    "--to-version",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="The version to bring back.",
+)
+@click.option(
+    "--to-time",
+    default=None,
+    metavar="ISO8601",
+    help="Bring back the newest version committed at or before this time "
+    "(UTC unless it has an offset).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Write the old version into FILE, a plain SQLite database.",
+)
+@click.option(
+    "--in-place",
+    is_flag=True,
+    help="Publish the old version as a new version of REMOTE (history is kept).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask before publishing in place.")
 @click.option("--force", is_flag=True, help="Replace the --output FILE if it exists.")
 @_remote_options
@@ -304,10 +335,18 @@ def restore_command(
     when = _parse_time(to_time) if to_time is not None else None
     bars = _progress(settings, progress)
     if output is not None:
-        result = ops.restore(settings, to_version=to_version, to_time=when, output=output,
-                             overwrite=force, progress=bars)
-        click.echo(f"version {result.restored_version} (committed "
-                   f"{_time(result.committed_at)}) written to {result.output}")
+        result = ops.restore(
+            settings,
+            to_version=to_version,
+            to_time=when,
+            output=output,
+            overwrite=force,
+            progress=bars,
+        )
+        click.echo(
+            f"version {result.restored_version} (committed "
+            f"{_time(result.committed_at)}) written to {result.output}"
+        )
         return
     target, current = ops.resolve_version(settings, to_version=to_version, to_time=when)
     if not yes:
@@ -319,8 +358,10 @@ def restore_command(
             err=True,
         )
     result = ops.restore(settings, to_version=target.version, in_place=True, progress=bars)
-    click.echo(f"version {result.restored_version} restored in place: {remote} is now at "
-               f"version {result.published_version}")
+    click.echo(
+        f"version {result.restored_version} restored in place: {remote} is now at "
+        f"version {result.published_version}"
+    )
 
 
 @click.command("verify")
@@ -330,7 +371,10 @@ def restore_command(
 @_progress_option
 @_errors
 def verify_command(
-    remote: str, endpoint_url: str | None, region: str | None, as_json: bool,
+    remote: str,
+    endpoint_url: str | None,
+    region: str | None,
+    as_json: bool,
     progress: bool | None,
 ) -> None:
     """Check every object the manifest chain reaches; exit 1 if any is broken."""
@@ -344,12 +388,16 @@ def verify_command(
         for note in report.notes:
             click.echo(f"note: {note}")
         if report.unreferenced:
-            click.echo(f"note: {len(report.unreferenced)} unreferenced objects "
-                       "(in flight, or garbage for lambdalite gc)")
+            click.echo(
+                f"note: {len(report.unreferenced)} unreferenced objects "
+                "(in flight, or garbage for lambdalite gc)"
+            )
         integrity = "; ".join(report.integrity) if report.integrity is not None else "not run"
         verdict = "ok" if report.ok else "FAILED"
-        click.echo(f"{verdict}: {len(report.objects)} objects checked, version {report.version}, "
-                   f"integrity_check: {integrity}")
+        click.echo(
+            f"{verdict}: {len(report.objects)} objects checked, version {report.version}, "
+            f"integrity_check: {integrity}"
+        )
     if not report.ok:
         sys.exit(1)
 
@@ -367,8 +415,10 @@ def compact_command(
     result = ops.compact(settings, progress=_progress(settings, progress))
     if result.compacted:
         assert result.snapshot_size is not None
-        click.echo(f"compacted version {result.version}: {result.folded_deltas} deltas folded "
-                   f"into {result.snapshot} ({_size(result.snapshot_size)})")
+        click.echo(
+            f"compacted version {result.version}: {result.folded_deltas} deltas folded "
+            f"into {result.snapshot} ({_size(result.snapshot_size)})"
+        )
     else:
         click.echo(f"not compacted: {result.reason}")
 
@@ -376,11 +426,18 @@ def compact_command(
 @click.command("gc")
 @click.argument("remote")
 @_remote_options
-@click.option("--dry-run/--delete", default=True,
-              help="List what would be deleted (the default), or delete it.")
-@click.option("--retention", default=None, metavar="DURATION",
-              help="Keep what restores to any time within this window (default: the "
-              "`retention` setting, 7d).")
+@click.option(
+    "--dry-run/--delete",
+    default=True,
+    help="List what would be deleted (the default), or delete it.",
+)
+@click.option(
+    "--retention",
+    default=None,
+    metavar="DURATION",
+    help="Keep what restores to any time within this window (default: the "
+    "`retention` setting, 7d).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_errors
 def gc_command(
@@ -391,7 +448,7 @@ def gc_command(
     retention: str | None,
     as_json: bool,
 ) -> None:
-    """Delete objects that no manifest within the retention window can reach."""
+    """Delete what no version within the retention window (nor the current one) needs."""
     settings = _settings(remote, endpoint_url, region, retention=retention)
     report = ops.gc(settings, dry_run=dry_run)
     if as_json:
@@ -400,9 +457,11 @@ def gc_command(
     verb = "would delete" if dry_run else "deleted"
     for item in report.deleted:
         click.echo(f"{verb} {item.key} ({_size(item.size)}): {item.reason}")
-    click.echo(f"{verb} {len(report.deleted)} objects ({_size(report.deleted_bytes)}); kept the "
-               f"manifest and {len(report.kept) - 1} archives (restorable back to "
-               f"{_time(report.cutoff)} at least)")
+    click.echo(
+        f"{verb} {len(report.deleted)} objects ({_size(report.deleted_bytes)}); kept the "
+        f"manifest and {len(report.kept) - 1} archives (restorable back to "
+        f"{_time(report.cutoff)} at least, from version {report.oldest_version})"
+    )
     if dry_run and report.deleted:
         click.echo("run again with --delete to delete them")
 

@@ -9,7 +9,8 @@ as the engine, so they are safe to run while instances are committing:
 * :func:`pull`: the newest version into a standalone SQLite file.
 * :func:`import_database`: an existing SQLite file becomes version 1 of a new lineage.
 * :func:`restore`: an old version into a file, or published in place as a *new* version.
-* :func:`compact`: fold the deltas into a snapshot now (the engine's own protocol).
+* :func:`compact`: fold the deltas since the snapshot into a new one now (the engine's own
+  protocol).
 * :func:`verify` (:mod:`.verify`) and :func:`gc` (:mod:`.gc`).
 """
 
@@ -32,7 +33,6 @@ from lambdalite.admin.history import (
     Plan,
     ProgressFactory,
     VersionInfo,
-    VersionNotAvailableError,
     build_image,
     load_history,
     no_progress,
@@ -208,7 +208,8 @@ def status(settings: Settings) -> dict[str, Any]:
         m = record.manifest
         inline = [d for d in m.deltas if d.inline is not None]
         objects = [d for d in m.deltas if d.key is not None]
-        versions = history.versions()
+        lineage = history.current_lineage
+        versions = lineage.restorable()
         return {
             "remote": settings.remote,
             "version": m.version,
@@ -234,14 +235,29 @@ def status(settings: Settings) -> dict[str, Any]:
                 "objects": len(objects),
                 "object_bytes": sum(d.size for d in objects),
             },
-            "oldest_restorable_version": versions[0].version if versions else None,
-            "oldest_restorable_at": versions[0].committed_at if versions else None,
+            "base": (
+                {"version": m.base.version, "archive": m.base.archive}
+                if m.base is not None
+                else None
+            ),
+            "since_snapshot": {
+                "deltas": m.version - _snapshot_version(m),
+                "bytes": m.bytes_since_snapshot(),
+                "segments": m.segments_since_snapshot(),
+            },
+            "oldest_restorable_version": versions[0] if versions else None,
+            "oldest_restorable_at": lineage.committed_at(versions[0])[0] if versions else None,
             "archived_manifests": len(history.records) - 1,
             "history_end": history.end_key,
             "lock": _lock_status(settings, storage),
         }
     finally:
         storage.close()
+
+
+def _snapshot_version(m: fmt.Manifest) -> int:
+    """The version of the manifest's snapshot (0: none, its history starts empty)."""
+    return m.snapshot.version if m.snapshot is not None else 0
 
 
 def _lock_status(settings: Settings, storage: Storage) -> dict[str, Any] | None:
@@ -288,13 +304,8 @@ def _resolve(history: History, to_version: int | None, to_time: float | None) ->
         raise ConfigurationError("give exactly one of to_version and to_time", key="to_version")
     if to_time is not None:
         return history.version_at(to_time)
-    for info in history.versions():
-        if info.version == to_version:
-            return info
-    raise VersionNotAvailableError(
-        f"version {to_version} is not in the retained history of {history.remote} "
-        f"({history.describe_range()})"
-    )
+    assert to_version is not None
+    return history.version_info(to_version)
 
 
 def list_versions(settings: Settings) -> list[VersionInfo]:
@@ -380,6 +391,7 @@ def import_database(
                 snapshot=snap,
                 previous=archive if record is not None else None,
                 extra={"imported_from": os.path.basename(source)},
+                base=None,  # a new snapshot: the deltas after it start from it
             )
             body = fmt.encode_manifest(manifest)
             if etag is None:
@@ -487,7 +499,12 @@ def _publish_restore(
         with progress(f"downloading version {plan.version}", plan.transfer_bytes) as tick:
             build_image(storage, plan, image, progress=tick, remote=settings.remote)
         snap = upload_snapshot(
-            storage, image, version, plan.page_size, progress, nonce=nonce,
+            storage,
+            image,
+            version,
+            plan.page_size,
+            progress,
+            nonce=nonce,
             checksum=int(plan.checksum, 16),
         )
     try:
@@ -504,6 +521,7 @@ def _publish_restore(
             snapshot=snap,
             previous=archive,
             extra={"restored_from": plan.version},
+            base=None,  # a new snapshot: the deltas after it start from it
         )
         storage.put(fmt.MANIFEST_KEY, fmt.encode_manifest(new), if_match=current.etag)
     except PreconditionFailedError as exc:
@@ -519,20 +537,29 @@ def _publish_restore(
 
 
 def compact(settings: Settings, *, progress: ProgressFactory = no_progress) -> CompactResult:
-    """Fold the current manifest's deltas into a new snapshot of the same version, now.
+    """Fold the deltas since the snapshot into a new snapshot of the same version, now.
 
+    Those deltas may span several manifests (rollovers): the image is built across them.
     The engine's protocol: upload the snapshot, archive the manifest, publish the
-    compacted manifest (same version, no deltas, ``previous`` = the archive) with
-    ``If-Match``. Losing that race to a commit is not an error: the result says so.
+    compacted manifest (same version, no deltas, no ``base``, ``previous`` = the archive)
+    with ``If-Match``. Losing that race to a commit is not an error: the result says so.
     """
     storage = open_remote(settings)
     try:
         history = load_history(storage, remote=settings.remote)
         current = history.current
         m = current.manifest
-        if not m.deltas:
-            return CompactResult(settings.remote, m.version, False, 0, None, None,
-                                 "nothing to fold: the manifest has no deltas")
+        folded = m.version - _snapshot_version(m)
+        if not folded:
+            return CompactResult(
+                settings.remote,
+                m.version,
+                False,
+                0,
+                None,
+                None,
+                "nothing to fold: the snapshot is of the current version",
+            )
         plan = history.latest_plan()
         nonce = fmt.new_nonce()
         with _workdir(settings) as work:
@@ -540,21 +567,31 @@ def compact(settings: Settings, *, progress: ProgressFactory = no_progress) -> C
             with progress(f"downloading version {m.version}", plan.transfer_bytes) as tick:
                 build_image(storage, plan, image, progress=tick, remote=settings.remote)
             snap = upload_snapshot(
-                storage, image, m.version, m.page_size, progress, nonce=nonce,
+                storage,
+                image,
+                m.version,
+                m.page_size,
+                progress,
+                nonce=nonce,
                 checksum=int(m.checksum, 16),
             )
         try:
             archive = archive_manifest(storage, current)
-            new = m.next(nonce=nonce, snapshot=snap, deltas=(), previous=archive)
+            new = m.next(nonce=nonce, snapshot=snap, deltas=(), previous=archive, base=None)
             storage.put(fmt.MANIFEST_KEY, fmt.encode_manifest(new), if_match=current.etag)
         except PreconditionFailedError as exc:
             discard_snapshot(storage, snap, exc)
             log.info("compaction of %s lost to a newer commit", settings.remote)
-            return CompactResult(settings.remote, m.version, False, 0, None, None,
-                                 "a commit landed meanwhile; run compact again")
+            return CompactResult(
+                settings.remote,
+                m.version,
+                False,
+                0,
+                None,
+                None,
+                "a commit landed meanwhile; run compact again",
+            )
     finally:
         storage.close()
-    log.info("compacted %s at version %d (%d deltas)", settings.remote, m.version, len(m.deltas))
-    return CompactResult(settings.remote, m.version, True, len(m.deltas), snap.key, snap.size,
-                         "compacted")
-
+    log.info("compacted %s at version %d (%d deltas)", settings.remote, m.version, folded)
+    return CompactResult(settings.remote, m.version, True, folded, snap.key, snap.size, "compacted")

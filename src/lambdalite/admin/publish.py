@@ -5,10 +5,11 @@ The protocol is the engine's (:meth:`lambdalite.replica.engine.Replica.compact`)
 1. upload the snapshot (``snapshots/<version>-<nonce>``, a new key: never overwritten);
 2. archive the manifest being replaced (``manifests/<version>-<nonce of that manifest>``,
    created with ``If-None-Match``), so the history stays a chain;
-3. publish the new manifest, whose ``previous`` names the archive, with ``If-Match`` on the
-   ETag the operation started from: if another instance committed meanwhile, nothing is
-   replaced and the caller decides (compaction gives up, restore and import fail with
-   :class:`~lambdalite.errors.ConflictError`).
+3. publish the new manifest, whose ``previous`` names the archive and whose ``base`` is
+   empty (its deltas start at the new snapshot, not at a rolled-over segment), with
+   ``If-Match`` on the ETag the operation started from: if another instance committed
+   meanwhile, nothing is replaced and the caller decides (compaction gives up, restore and
+   import fail with :class:`~lambdalite.errors.ConflictError`).
 
 A snapshot uploaded for a manifest that then loses its race is deleted again; if even that
 fails it is an orphan that ``lambdalite gc`` removes after the retention window.
