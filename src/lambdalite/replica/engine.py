@@ -430,6 +430,8 @@ class Replica:
         chain = manifest.deltas_after(self._version)
         if chain is not None:
             return chain
+        if self._version == 0 and manifest.snapshot is not None:
+            return None  # a cold start: the snapshot, not the whole history
         chain = self._deltas_since(manifest, self._version, required=False)
         snap_size = manifest.snapshot.size if manifest.snapshot is not None else None
         if chain is not None and snap_size is not None and sum(d.size for d in chain) > snap_size:
@@ -467,6 +469,8 @@ class Replica:
             assert blob is not None and key is not None
             older = fmt.decode_manifest(blob.data, where=key)
             if older.lineage != current.lineage or older.version != current.base_version:
+                if not required:
+                    return None  # history replaced (an import) or restored in place
                 raise CorruptionError(
                     f"archived manifest {key!r} does not continue into version "
                     f"{current.base_version}",
@@ -528,7 +532,13 @@ class Replica:
                     )
             start = manifest.snapshot.version if manifest.snapshot is not None else 0
             refs = self._deltas_since(manifest, start, required=True)
-            assert refs is not None
+            if refs is None:
+                raise CorruptionError(
+                    f"the history of {self.remote} from its snapshot (version {start}) to "
+                    f"version {manifest.version} is longer or less continuous than a manifest "
+                    "chain may be; run `lambdalite verify`",
+                    remote=self.remote,
+                )
             for ref in refs:
                 checksum = self._apply_pages(image, ref, self._fetch_delta(ref), checksum)
         except BaseException:
