@@ -27,12 +27,18 @@ _AWS_PROFILE_VARS = (
 
 
 @pytest.fixture(autouse=True)
-def _isolated_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def _isolated_aws(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """Never reach real AWS: drop profile variables, set dummy keys and a region."""
     for name in _AWS_PROFILE_VARS:
         monkeypatch.delenv(name, raising=False)
     for name in list(os.environ):
-        if name.startswith("LAMBDALITE_") or name.startswith("SQLITE_LOCK_") or name == "S3SQLite_bucket":
+        if (
+            name.startswith("LAMBDALITE_")
+            or name.startswith("SQLITE_LOCK_")
+            or name == "S3SQLite_bucket"
+        ):
             monkeypatch.delenv(name, raising=False)
     empty = tmp_path_factory.getbasetemp() / "aws-empty-config"
     empty.write_text("")
