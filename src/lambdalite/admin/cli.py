@@ -33,6 +33,11 @@ from lambdalite.storage.base import ProgressCallback
 
 __all__ = ["COMMANDS", "register"]
 
+# Set on every command, not only inherited from the group: click caches a command's help
+# option the first time it is used, so a command first used under a group without "-h"
+# (a test's throwaway group) would otherwise lose "-h" everywhere.
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -156,7 +161,7 @@ def _size(n: int) -> str:
 # ---------------------------------------------------------------------------- commands
 
 
-@click.command("status")
+@click.command("status", context_settings=_CONTEXT)
 @click.argument("remote")
 @_remote_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -204,7 +209,7 @@ def status_command(
     click.echo("\n".join(lines))
 
 
-@click.command("history")
+@click.command("history", context_settings=_CONTEXT)
 @click.argument("remote")
 @_remote_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -224,7 +229,7 @@ def history_command(
         click.echo(f"{v.version:>8}  {at:<36}  {start} + {len(v.delta_keys)} deltas{spread}")
 
 
-@click.command("pull")
+@click.command("pull", context_settings=_CONTEXT)
 @click.argument("remote")
 @click.argument("file", type=click.Path(dir_okay=False))
 @_remote_options
@@ -245,7 +250,7 @@ def pull_command(
     click.echo(f"version {result.version} ({_size(result.size)}) written to {result.path}")
 
 
-@click.command("import")
+@click.command("import", context_settings=_CONTEXT)
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("remote")
 @_remote_options
@@ -281,7 +286,7 @@ def import_command(
     )
 
 
-@click.command("restore")
+@click.command("restore", context_settings=_CONTEXT)
 @click.argument("remote")
 @click.option(
     "--to-version",
@@ -364,7 +369,7 @@ def restore_command(
     )
 
 
-@click.command("verify")
+@click.command("verify", context_settings=_CONTEXT)
 @click.argument("remote")
 @_remote_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -402,7 +407,7 @@ def verify_command(
         sys.exit(1)
 
 
-@click.command("compact")
+@click.command("compact", context_settings=_CONTEXT)
 @click.argument("remote")
 @_remote_options
 @_progress_option
@@ -423,7 +428,7 @@ def compact_command(
         click.echo(f"not compacted: {result.reason}")
 
 
-@click.command("gc")
+@click.command("gc", context_settings=_CONTEXT)
 @click.argument("remote")
 @_remote_options
 @click.option(
