@@ -130,12 +130,16 @@ _endpoint_option = click.option(
 _region_option = click.option("--region", metavar="REGION", help="AWS region.")
 
 
-@click.group("lock")
+# On every command: click caches a command's help option on first use (see admin/cli.py).
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group("lock", context_settings=_CONTEXT)
 def lock_group() -> None:
     """Show, break or set up the lock that decides who writes."""
 
 
-@lock_group.command("init-table")
+@lock_group.command("init-table", context_settings=_CONTEXT)
 @click.argument("target", metavar="dynamodb://TABLE")
 @_endpoint_option
 @_region_option
@@ -154,7 +158,7 @@ def init_table_command(target: str, endpoint_url: str | None, region: str | None
         click.echo(f"DynamoDB table {table} already exists with the right key schema")
 
 
-@lock_group.command("show")
+@lock_group.command("show", context_settings=_CONTEXT)
 @_target
 @_lock_option
 @_key_option
@@ -192,7 +196,7 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
-@lock_group.command("break")
+@lock_group.command("break", context_settings=_CONTEXT)
 @_target
 @_lock_option
 @_key_option
