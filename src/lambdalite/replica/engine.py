@@ -55,13 +55,16 @@ from lambdalite.errors import (
 )
 from lambdalite.replica import format as fmt
 from lambdalite.replica.cache import CacheDir, LocalState
+from lambdalite.replica.chain import deltas_since, settle
 from lambdalite.replica.pages import (
     WalFrame,
     WalPosition,
+    checksum_after_commit,
+    checksum_after_write,
     checksum_hex,
+    copy_in_place,
     file_checksum,
     frame_pages,
-    page_hash,
     read_page,
     read_wal,
     write_pages,
@@ -441,50 +444,14 @@ class Replica:
     def _deltas_since(
         self, manifest: fmt.Manifest, version: int, *, required: bool
     ) -> tuple[fmt.DeltaRef, ...] | None:
-        """The deltas from ``version`` to ``manifest``'s, walking archived manifests back.
-
-        ``required``: the chain must exist (it leads from the manifest's own
-        snapshot); a gap is a CorruptionError rather than None.
-        """
-        segments = [manifest]
-        current = manifest
-        for _ in range(_MAX_SEGMENTS + 2):
-            if current.base_version <= version:
-                break
-            key = current.previous
-            try:
-                if key is None:
-                    raise NotFoundError("no previous manifest", key=key)
-                blob = self.storage.get(key)
-            except NotFoundError as exc:
-                if not required:
-                    return None
-                raise CorruptionError(
-                    f"the manifest chain of {self.remote} is broken at {key!r}: the deltas from "
-                    f"version {version} to {current.base_version} are missing; run "
-                    "`lambdalite verify`",
-                    remote=self.remote,
-                    key=key,
-                ) from exc
-            assert blob is not None and key is not None
-            older = fmt.decode_manifest(blob.data, where=key)
-            if older.lineage != current.lineage or older.version != current.base_version:
-                if not required:
-                    return None  # history replaced (an import) or restored in place
-                raise CorruptionError(
-                    f"archived manifest {key!r} does not continue into version "
-                    f"{current.base_version}",
-                    remote=self.remote,
-                    key=key,
-                )
-            segments.append(older)
-            current = older
-        else:
-            return None
-        refs = [d for m in reversed(segments) for d in m.deltas if d.version > version]
-        if [d.version for d in refs] != list(range(version + 1, manifest.version + 1)):
-            return None
-        return tuple(refs)
+        return deltas_since(
+            self.storage,
+            manifest,
+            version,
+            required=required,
+            remote=self.remote,
+            max_segments=_MAX_SEGMENTS,
+        )
 
     def _fetch_delta(self, ref: fmt.DeltaRef) -> fmt.Delta:
         if ref.inline is not None:
@@ -555,7 +522,7 @@ class Replica:
                 remote=self.remote,
             )
         old_count = os.path.getsize(path) // delta.page_size if os.path.exists(path) else 0
-        new = _updated_checksum(
+        new = checksum_after_write(
             path, checksum, old_count, delta.page_count, delta.pages, delta.page_size
         )
         if checksum_hex(new) != ref.checksum:
@@ -578,7 +545,7 @@ class Replica:
                 os.replace(d.image, self.cache.db_path)
             else:
                 self._checkpoint(required=True)
-                _copy_in_place(d.image, self.cache.db_path, m.page_size)
+                copy_in_place(d.image, self.cache.db_path, m.page_size)
                 self._invalidate_caches()
             checksum = d.checksum
         else:
@@ -774,7 +741,9 @@ class Replica:
             pages = frame_pages(self.cache.wal_path, ours, page_size)
             pages = {p: data for p, data in pages.items() if p <= new_count}
             undo = self._pre_images(wal.before(self._write_pos), pages, new_count, page_size)
-            new_checksum = _checksum_from(undo, self._checksum, pages, new_count, page_size)
+            new_checksum = checksum_after_commit(
+                self._checksum, undo.pages, undo.page_count, pages, new_count, page_size
+            )
         except BaseException:
             # the local commit cannot be undone page by page: pull the remote again
             self._reset_local()
@@ -876,7 +845,7 @@ class Replica:
                         remote=self.remote,
                         key=fmt.MANIFEST_KEY,
                     ) from exc
-                verdict = _settle(current, nonce, ref, etag)
+                verdict = settle(current, nonce, ref, etag)
                 if verdict == "landed":
                     assert current is not None
                     if current[0].nonce == nonce:
@@ -1107,33 +1076,6 @@ class Replica:
             self._opened = False
 
 
-def _settle(
-    current: tuple[fmt.Manifest, str, bytes] | None,
-    nonce: str,
-    ref: fmt.DeltaRef,
-    base_etag: str | None,
-) -> str:
-    """After an ambiguous manifest write: did version ``ref.version`` land?
-
-    "landed", "absent" (nothing changed: safe to retry), "moved" (another
-    commit took the version) or "unknown" (compacted past it).
-    """
-    if current is None:
-        return "absent" if base_etag is None else "moved"
-    manifest, etag, _raw = current
-    if manifest.nonce == nonce:
-        return "landed"
-    if etag == base_etag:
-        return "absent"
-    for d in manifest.deltas:
-        if d.version == ref.version:
-            same = d.checksum == ref.checksum and d.base_checksum == ref.base_checksum
-            return "landed" if same else "moved"
-    if manifest.version < ref.version:
-        return "moved"
-    return "unknown"
-
-
 def _crash_point(name: str) -> None:
     if crash_hook is not None:
         crash_hook(name)
@@ -1143,56 +1085,6 @@ def _with(ref: fmt.DeltaRef, **changes: object) -> fmt.DeltaRef:
     from dataclasses import replace
 
     return replace(ref, **changes)  # type: ignore[arg-type]
-
-
-def _updated_checksum(
-    path: str,
-    checksum: int,
-    old_count: int,
-    new_count: int,
-    pages: Mapping[int, bytes],
-    page_size: int,
-) -> int:
-    """The checksum of ``path`` after writing ``pages`` and resizing it to ``new_count``."""
-    touched = {p for p in pages if p <= new_count} | set(range(new_count + 1, old_count + 1))
-    touched |= set(range(old_count + 1, new_count + 1))
-    acc = checksum
-    with open(path, "rb") as f:
-        for p in touched:
-            if p <= old_count:
-                acc ^= page_hash(p, read_page(f, p, page_size))
-            if p <= new_count:
-                acc ^= page_hash(p, pages.get(p, b"\0" * page_size))
-    return acc
-
-
-def _checksum_from(
-    undo: _Undo, checksum: int, pages: Mapping[int, bytes], new_count: int, page_size: int
-) -> int:
-    """The checksum after a local commit, from the pre-images of what it touched.
-
-    ``undo.pages`` holds the old bytes of every page that changed or was cut
-    off; pages the commit added without writing (past the old end) are zeros.
-    """
-    acc = checksum
-    for p, old in undo.pages.items():
-        acc ^= page_hash(p, old)
-    for p, new in pages.items():
-        if p <= new_count:
-            acc ^= page_hash(p, new)
-    for p in range(undo.page_count + 1, new_count + 1):
-        if p not in pages:
-            acc ^= page_hash(p, b"\0" * page_size)
-    return acc
-
-
-def _copy_in_place(src: str, dst: str, page_size: int) -> None:
-    with open(src, "rb") as inp, open(dst, "r+b") as out:
-        for block in iter(lambda: inp.read(page_size * 256), b""):
-            out.write(block)
-        out.truncate(inp.tell())
-        out.flush()
-        os.fsync(out.fileno())
 
 
 # ---------------------------------------------------------------------------- registry

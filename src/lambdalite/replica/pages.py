@@ -27,7 +27,10 @@ __all__ = [
     "WalContents",
     "WalFrame",
     "WalPosition",
+    "checksum_after_commit",
+    "checksum_after_write",
     "checksum_hex",
+    "copy_in_place",
     "file_checksum",
     "frame_pages",
     "page_hash",
@@ -181,3 +184,59 @@ def frame_pages(wal_path: str, frames: Iterable[WalFrame], page_size: int) -> di
             f.seek(fr.offset)
             out[fr.pgno] = f.read(page_size)
     return out
+
+
+def checksum_after_write(
+    path: str,
+    checksum: int,
+    old_count: int,
+    new_count: int,
+    pages: Mapping[int, bytes],
+    page_size: int,
+) -> int:
+    """The checksum of ``path`` after writing ``pages`` and resizing it to ``new_count``."""
+    touched = {p for p in pages if p <= new_count} | set(range(new_count + 1, old_count + 1))
+    touched |= set(range(old_count + 1, new_count + 1))
+    acc = checksum
+    with open(path, "rb") as f:
+        for p in touched:
+            if p <= old_count:
+                acc ^= page_hash(p, read_page(f, p, page_size))
+            if p <= new_count:
+                acc ^= page_hash(p, pages.get(p, b"\0" * page_size))
+    return acc
+
+
+def checksum_after_commit(
+    checksum: int,
+    pre_images: Mapping[int, bytes],
+    old_count: int,
+    pages: Mapping[int, bytes],
+    new_count: int,
+    page_size: int,
+) -> int:
+    """The checksum after a local commit, from the pre-images of what it touched.
+
+    ``pre_images`` holds the old bytes of every page that changed or was cut
+    off; pages the commit added without writing (past the old end) are zeros.
+    """
+    acc = checksum
+    for p, old in pre_images.items():
+        acc ^= page_hash(p, old)
+    for p, new in pages.items():
+        if p <= new_count:
+            acc ^= page_hash(p, new)
+    for p in range(old_count + 1, new_count + 1):
+        if p not in pages:
+            acc ^= page_hash(p, b"\0" * page_size)
+    return acc
+
+
+def copy_in_place(src: str, dst: str, page_size: int) -> None:
+    """Overwrite database file ``dst`` with the image ``src`` (same inode), and fsync it."""
+    with open(src, "rb") as inp, open(dst, "r+b") as out:
+        for block in iter(lambda: inp.read(page_size * 256), b""):
+            out.write(block)
+        out.truncate(inp.tell())
+        out.flush()
+        os.fsync(out.fileno())
