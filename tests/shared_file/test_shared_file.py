@@ -172,14 +172,17 @@ def test_holder_killed_while_holding_the_file_lock(tmp_path: Path) -> None:
 @pytest.mark.dynamodb
 def test_holder_killed_while_holding_the_dynamodb_lock(tmp_path: Path, dynamodb_table: str) -> None:
     path = _make_db(tmp_path / "app.db")
-    options = {"lock": f"dynamodb://{dynamodb_table}", "lock_expiration": 2}
+    options: dict[str, Any] = {"lock": f"dynamodb://{dynamodb_table}", "lock_expiration": 2}
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=workers.hold_lock_and_die, args=(path, options))
     proc.start()
     proc.join(60)
     assert proc.exitcode == -signal.SIGKILL
     started = time.monotonic()
-    conn = lambdalite.connect(path, isolation_level=None, timeout=10, **options)
+    # attempts are bounded by the timeout here, not by the default 10 tries (about 1.2 s)
+    conn = lambdalite.connect(
+        path, isolation_level=None, timeout=10, lock_max_attempts=1000, **options
+    )
     conn.execute("UPDATE counter SET n = n + 1")
     waited = time.monotonic() - started
     conn.close()
