@@ -20,7 +20,6 @@ with its error and the others still run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -28,49 +27,12 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from _common import RESULTS, backend_remote, log, pyplot
+
 from lambdalite.fleet import FleetConfig, FleetError, run_fleet
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def backend_remote(backend: str, work: Path) -> Iterator[tuple[str, str | None] | None]:
-    """Yield (remote URL prefix, endpoint) for ``backend``, or None if it is unavailable."""
-    if backend == "folder":
-        yield (work / "remotes").as_uri(), None
-        return
-    try:
-        from lambdalite.testing.seaweedfs import start_seaweedfs
-    except ImportError as exc:
-        log(f"s3: skipped ({exc})")
-        yield None
-        return
-    with contextlib.ExitStack() as stack:
-        try:
-            server = stack.enter_context(start_seaweedfs(work / "seaweedfs"))
-        except Exception as exc:  # a missing binary skips the backend
-            log(f"s3: skipped, SeaweedFS did not start ({exc})")
-            yield None
-            return
-        saved = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)  # the workers inherit the server's keys
-        try:
-            server.create_bucket("lambdalite-fleet")
-            yield "s3://lambdalite-fleet", server.endpoint_url
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 def run_one(
@@ -141,13 +103,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for backend in sorted({r["backend"] for r in rows}):
@@ -195,7 +152,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lambdalite-fleet-bench-") as tmp:
         for backend in backends:
-            with backend_remote(backend, Path(tmp) / backend) as where:
+            with backend_remote(backend, Path(tmp) / backend, name="lambdalite-fleet") as where:
                 if where is None:
                     continue
                 prefix, endpoint = where

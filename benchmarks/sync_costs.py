@@ -35,7 +35,6 @@ Prints markdown tables; writes ``benchmarks/results/sync_costs.json`` and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -43,27 +42,23 @@ import random
 import shutil
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from _common import RESULTS, backend_remote, log, pyplot
 
 import lambdalite
 from lambdalite.fleet import format_bytes
 from lambdalite.replica.stats import StorageStats
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("read_unchanged", "read_after_change", "write_1_row", "write_1000_rows", "cold_start")
 MB = 1_000_000
 BLOB = 4000
 BATCH_BYTES = 32 * 1024 * 1024
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -250,40 +245,6 @@ def full_copy(scenario: str, db_bytes: int) -> dict[str, int]:
 # ---------------------------------------------------------------------------- backends
 
 
-@contextlib.contextmanager
-def backend_remote(backend: str, work: Path) -> Iterator[tuple[str, str | None] | None]:
-    """Yield (remote URL prefix, endpoint) for ``backend``, or None if it is unavailable."""
-    if backend == "folder":
-        root = work / "remote"
-        root.mkdir(parents=True)
-        yield root.as_uri(), None
-        return
-    try:
-        from lambdalite.testing.seaweedfs import start_seaweedfs
-    except ImportError as exc:
-        log(f"s3: skipped ({exc})")
-        yield None
-        return
-    with contextlib.ExitStack() as stack:
-        try:
-            server = stack.enter_context(start_seaweedfs(work / "seaweedfs"))
-        except Exception as exc:  # a missing binary skips the backend
-            log(f"s3: skipped, SeaweedFS did not start ({exc})")
-            yield None
-            return
-        saved = {k: os.environ.get(k) for k in server.env}
-        os.environ.update(server.env)  # boto3's default chain finds the server's keys
-        try:
-            server.create_bucket("lambdalite-bench")
-            yield "s3://lambdalite-bench", server.endpoint_url
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-
 # ---------------------------------------------------------------------------- output
 
 LABELS = {
@@ -335,13 +296,8 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     panels = (
@@ -421,7 +377,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lambdalite-sync-costs-") as tmp:
         for backend in backends:
-            with backend_remote(backend, Path(tmp) / backend) as where:
+            with backend_remote(backend, Path(tmp) / backend, name="lambdalite-bench") as where:
                 if where is None:
                     continue
                 prefix, endpoint = where
