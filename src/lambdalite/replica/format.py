@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 FORMAT = "lambdalite-manifest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})  # 2 added DeltaRef.nonce; 1 is read as having none
 MANIFEST_KEY = "manifest"
 MAGIC_DELTA = b"LLDELTA1"
 MAGIC_SNAPSHOT = b"LLSNAP01"
@@ -109,6 +110,7 @@ class DeltaRef:
     sha256: str
     key: str | None = None
     inline: str | None = None  # base64 of the encoded delta object
+    nonce: str | None = None  # the nonce of the manifest that published this version (format 2)
 
     def inline_bytes(self) -> bytes:
         assert self.inline is not None
@@ -209,7 +211,7 @@ def _snapshot_dict(s: SnapshotRef) -> dict[str, Any]:
 
 
 def _delta_dict(d: DeltaRef) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "version": d.version,
         "committed_at": d.committed_at,
         "base_checksum": d.base_checksum,
@@ -221,6 +223,9 @@ def _delta_dict(d: DeltaRef) -> dict[str, Any]:
         "key": d.key,
         "inline": d.inline,
     }
+    if d.nonce is not None:
+        out["nonce"] = d.nonce
+    return out
 
 
 def decode_manifest(data: bytes, *, where: str = MANIFEST_KEY) -> Manifest:
@@ -237,10 +242,10 @@ def decode_manifest(data: bytes, *, where: str = MANIFEST_KEY) -> Manifest:
         raise bad("not JSON (truncated, or a foreign object)") from exc
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise bad("missing the lambdalite format marker (a foreign object?)")
-    if body.get("format_version") != FORMAT_VERSION:
+    if body.get("format_version") not in READABLE_VERSIONS:
         raise bad(
             f"format_version {body.get('format_version')!r}; this lambdalite reads "
-            f"{FORMAT_VERSION} (upgrade lambdalite?)"
+            f"{', '.join(map(str, sorted(READABLE_VERSIONS)))} (upgrade lambdalite?)"
         )
     digest = body.pop("digest", None)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
