@@ -72,6 +72,9 @@ def test_context_helper_lets_other_errors_through() -> None:
 
 
 def test_public_names_are_sorted_and_importable() -> None:
-    assert list(lambdalite.__all__) == sorted(lambdalite.__all__)
+    def isort_style(name: str) -> tuple[int, str]:  # constants, then classes, then the rest
+        return (0 if name.isupper() else 1 if name[:1].isupper() else 2, name)
+
+    assert list(lambdalite.__all__) == sorted(lambdalite.__all__, key=isort_style)
     for name in lambdalite.__all__:
         assert hasattr(lambdalite, name), name

@@ -21,16 +21,21 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from lambdalite.config import Settings
-from lambdalite.dbapi import Connection, Cursor
+from lambdalite.connection import LEGACY_TRANSACTION_CONTROL, Connection
+from lambdalite.cursor import Cursor
 from lambdalite.errors import (
     BusyError,
+    CommitOutcomeUnknownError,
     ConfigurationError,
     ConflictError,
     CorruptionError,
     LambdaliteError,
+    LocalCopyError,
     LockError,
     LockLostError,
     LockTimeoutError,
+    NotFoundError,
+    PreconditionFailedError,
     StorageError,
     TransientStorageError,
 )
@@ -43,16 +48,21 @@ if TYPE_CHECKING:
     from lambdalite.storage.base import Storage
 
 __all__ = [
+    "LEGACY_TRANSACTION_CONTROL",
     "BusyError",
+    "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
     "Connection",
     "CorruptionError",
     "Cursor",
     "LambdaliteError",
+    "LocalCopyError",
     "LockError",
     "LockLostError",
     "LockTimeoutError",
+    "NotFoundError",
+    "PreconditionFailedError",
     "Settings",
     "StorageError",
     "TransientStorageError",
@@ -79,6 +89,7 @@ def connect(
     detect_types: int = 0,
     check_same_thread: bool = True,
     cached_statements: int = 128,
+    autocommit: bool | int = LEGACY_TRANSACTION_CONTROL,
     vfs: str | None = None,
     **options: Any,
 ) -> Connection:
@@ -95,6 +106,10 @@ def connect(
     a shared filesystem (EFS), written in place under the distributed ``lock``.
     ``vfs`` picks SQLite's VFS there (e.g. ``"unix-dotfile"`` on a filesystem
     whose byte-range locks do not work).
+
+    ``isolation_level``, ``autocommit`` (PEP 249, as in Python 3.12's sqlite3,
+    on every Python), ``detect_types``, ``check_same_thread`` and
+    ``cached_statements`` mean what they mean for :func:`sqlite3.connect`.
     """
     given: dict[str, Any] = {
         "endpoint_url": endpoint_url,
@@ -115,6 +130,7 @@ def connect(
             detect_types=detect_types,
             check_same_thread=check_same_thread,
             cached_statements=cached_statements,
+            autocommit=autocommit,
         )
     if vfs is not None:
         raise ConfigurationError(
@@ -131,6 +147,7 @@ def connect(
         detect_types=detect_types,
         check_same_thread=check_same_thread,
         cached_statements=cached_statements,
+        autocommit=autocommit,
     )
 
 

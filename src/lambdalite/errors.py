@@ -14,6 +14,8 @@ middleware that already handles "database is locked" keeps working::
     │   ├── PreconditionFailedError                a conditional write lost the race
     │   └── CorruptionError                        checksum or format mismatch: never applied
     ├── ConflictError (sqlite3.OperationalError)   another instance committed first: retry
+    │   └── LocalCopyError                         the local copy could not be trusted; it was
+    │                                              discarded and is pulled again: retry
     ├── BusyError (sqlite3.OperationalError)       another connection of this process kept the
     │                                              database busy longer than ``timeout``
     └── LockError (sqlite3.OperationalError)
@@ -35,6 +37,7 @@ __all__ = [
     "ConflictError",
     "CorruptionError",
     "LambdaliteError",
+    "LocalCopyError",
     "LockError",
     "LockLostError",
     "LockTimeoutError",
@@ -71,15 +74,35 @@ class StorageError(LambdaliteError, sqlite3.OperationalError):
 
 
 class TransientStorageError(StorageError):
-    """A failure that may go away when retried (5xx, throttling, timeouts, S3 409)."""
+    """A failure that may go away when retried (5xx, throttling, timeouts, S3 409).
+
+    ``request_sent`` is False only when the request certainly never reached the
+    server (the connection could not be made): a write that failed that way
+    did not happen. Otherwise a failed write may or may not have taken effect.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote: str | None = None,
+        key: str | None = None,
+        request_sent: bool = True,
+    ) -> None:
+        super().__init__(message, remote=remote, key=key)
+        self.request_sent = request_sent
 
 
 class CommitOutcomeUnknownError(TransientStorageError):
-    """The manifest write failed ambiguously and the remote could not be read to settle it.
+    """Whether the commit was published cannot be known (yet).
 
-    The commit may or may not have been published (as with any database whose
-    connection drops during COMMIT). The local copy was put back and will pull
-    whatever the remote holds; check before retrying a non-idempotent change.
+    The manifest write failed in a way that leaves its outcome open (the
+    answer was lost, the server answered 5xx after writing, or kept failing),
+    and reading the remote back could not prove it either way. The commit may
+    be in the remote, exactly once, or not at all, as with any database whose
+    connection drops during COMMIT. The local copy was put back to the version
+    before and pulls whatever the remote holds; check before retrying a change
+    that must not be applied twice.
     """
 
 
@@ -97,6 +120,16 @@ class CorruptionError(StorageError):
 
 class ConflictError(LambdaliteError, sqlite3.OperationalError):
     """Another instance committed first. The transaction left no trace: retry it."""
+
+
+class LocalCopyError(ConflictError):
+    """The local copy could not be trusted, so nothing was published from it.
+
+    Its database file was deleted, replaced, truncated or damaged, or SQLite
+    changed it outside a lambdalite transaction. The local copy was discarded
+    and is pulled again from the remote; the transaction left no trace
+    anywhere: retry it (it is a :class:`ConflictError`, so the retry helpers do).
+    """
 
 
 class BusyError(LambdaliteError, sqlite3.OperationalError):

@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lambdalite.errors import BusyError, ConflictError, LambdaliteError, LockLostError
@@ -46,10 +47,19 @@ log = logging.getLogger("lambdalite.shared_file")
 class SharedFile:
     """The :class:`~lambdalite.dbapi.Engine` of shared-file mode for one database file."""
 
-    def __init__(self, path: str, lock: Lock, *, vfs: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        lock: Lock,
+        *,
+        vfs: str | None = None,
+        recreate: Callable[[], SharedFile] | None = None,
+    ) -> None:
         self.path = path
         self.lock = lock
         self.vfs = vfs
+        self._recreate = recreate
+        self._pid = os.getpid()
         self._mutex = threading.Lock()
         self._lease: Lease | None = None
         self._writer: int | None = None
@@ -67,6 +77,16 @@ class SharedFile:
         return int.from_bytes(header[24:28], "big") if len(header) >= 28 else 0
 
     # The Engine protocol -----------------------------------------------------------------
+
+    raw_generation = 0  # the shared file is never replaced under its connections
+
+    def for_this_process(self) -> SharedFile:
+        """This engine, or after a fork one of the child's own (no lease, no lock state shared)."""
+        if self._pid == os.getpid():
+            return self
+        if self._recreate is not None:
+            return self._recreate()
+        return SharedFile(self.path, self.lock, vfs=self.vfs)
 
     def refresh(self, token: int, *, max_staleness: float, timeout: float) -> None:
         return None  # the shared file is the truth: nothing to pull
@@ -191,6 +211,7 @@ def connect_shared_file(
     check_same_thread: bool = True,
     cached_statements: int = 128,
     lock_endpoint_url: str | None = None,
+    autocommit: bool | int = -1,
 ) -> Connection:
     """A connection to the database file ``settings.database`` (see the module docstring)."""
     from lambdalite.dbapi import Connection
@@ -204,6 +225,7 @@ def connect_shared_file(
         detect_types=detect_types,
         check_same_thread=check_same_thread,
         cached_statements=cached_statements,
+        autocommit=autocommit,
     )
 
 
@@ -221,9 +243,23 @@ def _engine_for(settings: Settings, vfs: str | None, endpoint_url: str | None) -
         engine = _engines.get(key)
         if engine is None:
             lock = lock_for_settings(settings, endpoint_url=endpoint_url)
-            engine = SharedFile(settings.database, lock, vfs=vfs)
+            engine = SharedFile(
+                settings.database,
+                lock,
+                vfs=vfs,
+                recreate=lambda: _engine_for(settings, vfs, endpoint_url),
+            )
             _engines[key] = engine
         return engine
+
+
+def _after_fork_in_child() -> None:
+    global _engines_lock
+    _engines_lock = threading.Lock()  # the parent may have held it while forking
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def forget_engines() -> None:

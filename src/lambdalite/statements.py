@@ -64,6 +64,8 @@ class StatementInfo:
     forbidden: str | None = None  # why lambdalite refuses to run it
     renames: bool = False  # changes what names resolve to (DDL on any database, ATTACH, DETACH)
     guarded: bool = False  # not explainable: run with writes to the main database refused
+    setting: bool = False  # a PRAGMA that sets up the connection (replayed when it is reopened)
+    reset: str | None = None  # SQL undoing what preparing a forbidden statement already did
 
     @property
     def writes(self) -> bool:
@@ -91,6 +93,20 @@ def classify(raw: sqlite3.Connection, sql: str, params: Any = ()) -> StatementIn
 
 def _from_program(rows: Sequence[Sequence[Any]]) -> StatementInfo:
     info = _kind_of(rows)
+    opcodes = {row[1] for row in rows}
+    if "Expire" in opcodes and "Transaction" not in opcodes:
+        # a PRAGMA acting on the connection only; SQLite applies most of them while
+        # preparing the statement, so EXPLAIN itself already did what it says
+        if any(row[1] == "String8" and str(row[5]).lower() == "exclusive" for row in rows):
+            return StatementInfo(
+                Kind.READ,
+                forbidden="lambdalite shares the local copy between the connections of a "
+                "process and pulls other instances' commits into it, which "
+                "PRAGMA locking_mode=EXCLUSIVE would lock out (remove the PRAGMA; the "
+                "connection was left in locking_mode=NORMAL)",
+                reset="PRAGMA main.locking_mode=NORMAL",
+            )
+        info = replace(info, setting=True)
     if any(_renames(row) for row in rows):
         return replace(info, renames=True)
     return info

@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import lambdalite
 from lambdalite.admin import restore
 from lambdalite.config import Settings
-from lambdalite.replica import engine
+from lambdalite.replica import commit as engine
 from lambdalite.replica.engine import forget_replicas
 
 INSTANCES = 3

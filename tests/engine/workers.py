@@ -7,7 +7,7 @@ import signal
 from typing import Any
 
 import lambdalite
-from lambdalite.replica import engine
+from lambdalite.replica import commit as engine
 
 
 def increment(remote: str, cache_dir: str, times: int, options: dict[str, Any]) -> int:

@@ -2,10 +2,13 @@
 
 ``<cache_dir>/<slug>-<hash>/`` contains ``db.sqlite`` (the local copy, in WAL
 mode), ``state.json`` (which version of the remote it holds, with the manifest
-and the database checksum) and ``.lock``. A process holds the folder's lock
-(``fcntl.flock``) for as long as it uses it; a second process that finds the
-folder taken uses a sibling folder of its own instead, so processes never share
-a local copy.
+and the database checksum) and ``.lock``. When a local copy is discarded while
+connections still have it open, the next one is a new file
+(``db.<generation>.sqlite``), so nothing SQLite does with the old one (its
+connections close, checkpoint and delete their WAL by name) can touch it.
+A process holds the folder's lock (``fcntl.flock``) for as long as it uses
+it; a second process that finds the folder taken uses a sibling folder of its
+own instead, so processes never share a local copy.
 
 The state file is written *before* the local copy is modified (``clean:
 false``) and again after, so a crash in between is detected on the next start
@@ -39,6 +42,7 @@ class LocalState:
     page_count: int
     manifest: str | None  # the manifest's text, as read (None: the remote has none yet)
     clean: bool = True
+    generation: int = 0  # which db file holds the local copy (see CacheDir.db_path)
 
 
 class CacheDir:
@@ -50,11 +54,13 @@ class CacheDir:
         self._base = os.path.join(cache_dir, f"{slug or 'db'}-{digest}")
         self.path = self._base
         self.remote = remote
+        self.generation = 0
         self._lock_file: IO[bytes] | None = None
 
     @property
     def db_path(self) -> str:
-        return os.path.join(self.path, "db.sqlite")
+        name = "db.sqlite" if self.generation == 0 else f"db.{self.generation}.sqlite"
+        return os.path.join(self.path, name)
 
     @property
     def wal_path(self) -> str:
@@ -93,6 +99,27 @@ class CacheDir:
             self._lock_file.close()
             self._lock_file = None
 
+    def still_locked(self) -> bool:
+        """Whether the folder's lock file is still the one this process locked.
+
+        False when the folder (or the file) was deleted or replaced while the
+        process ran: another process could then take the folder for itself.
+        """
+        if self._lock_file is None:
+            return False
+        try:
+            ours = os.fstat(self._lock_file.fileno())
+            there = os.stat(os.path.join(self.path, ".lock"))
+        except OSError:
+            return False
+        return (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino)
+
+    def reopen(self) -> None:
+        """Take a folder again after this one was deleted under the running process."""
+        self.close()
+        self.path = self._base
+        self.open()
+
     def _clean_temp_files(self) -> None:
         for name in os.listdir(self.path):
             if name.startswith(".tmp-"):
@@ -126,3 +153,24 @@ class CacheDir:
                 os.unlink(self.db_path + suffix)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.state_path)
+
+    def remove_other_generations(self) -> None:
+        """Delete the files of local copies this folder no longer uses (at open only)."""
+        current = os.path.basename(self.db_path)
+        for name in os.listdir(self.path):
+            if re.fullmatch(r"db(\.\d+)?\.sqlite(-wal|-shm|-journal)?", name) and not (
+                name == current or name.startswith(current + "-")
+            ):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.path, name))
+
+    def abandon(self) -> None:
+        """In a forked child: drop the inherited handle on the folder's lock without touching it.
+
+        The lock belongs to the parent's open file description; closing the
+        child's descriptor leaves it with the parent.
+        """
+        f, self._lock_file = self._lock_file, None
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()

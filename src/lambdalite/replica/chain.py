@@ -9,11 +9,14 @@ base, of each archive behind it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from lambdalite.errors import CorruptionError, NotFoundError
 from lambdalite.replica import format as fmt
 from lambdalite.storage.base import Storage
 
-__all__ = ["deltas_since", "settle"]
+__all__ = ["Read", "Verdict", "deltas_since", "read_manifest", "settle"]
 
 
 def deltas_since(
@@ -72,28 +75,88 @@ def deltas_since(
     return tuple(refs)
 
 
-def settle(
-    current: tuple[fmt.Manifest, str, bytes] | None,
-    nonce: str,
-    ref: fmt.DeltaRef,
-    base_etag: str | None,
-) -> str:
-    """After an ambiguous manifest write: did version ``ref.version`` land?
+Read = tuple[fmt.Manifest, str, bytes]
+"""A manifest as read: (decoded, ETag, bytes)."""
 
-    "landed", "absent" (nothing changed: safe to retry), "moved" (another
-    commit took the version) or "unknown" (compacted past it).
+Outcome = Literal["landed", "absent", "rebase", "moved", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What settling an unanswered manifest write found out.
+
+    * ``landed``: the version was published with our nonce (``current`` is the
+      manifest read; ours if its nonce is ours, else a later one).
+    * ``absent``: the manifest is still the one the write was conditioned on.
+      The write did not land *yet*: only the same bytes may be sent again.
+    * ``rebase``: the manifest moved without a new version (a compaction or a
+      rollover of the base): the write can never land now; publishing on top of
+      ``current`` is safe.
+    * ``moved``: another commit took the version: the write can never land.
+    * ``unknown``: the history that would tell was replaced or removed.
+    """
+
+    outcome: Outcome
+    current: Read | None
+    why: str = ""
+
+
+def settle(
+    storage: Storage,
+    current: Read | None,
+    *,
+    nonce: str,
+    version: int,
+    base: fmt.Manifest | None,
+    base_etag: str | None,
+    remote: str,
+    max_segments: int,
+) -> Verdict:
+    """After a manifest write whose answer was not seen: did ``version`` land with ``nonce``?
+
+    ``current`` is the manifest read after the write (None: there is none);
+    ``base`` and ``base_etag`` are what the write was conditioned on (None for
+    the first version). Proof is by nonce only: every manifest carries a random
+    one, and every delta records the nonce of the manifest that published it,
+    so the version is looked up through the archived manifests when later
+    commits, rollovers or compactions followed it.
     """
     if current is None:
-        return "absent" if base_etag is None else "moved"
+        if base_etag is None:
+            return Verdict("absent", None)
+        return Verdict("unknown", None, "the manifest has disappeared")
     manifest, etag, _raw = current
     if manifest.nonce == nonce:
-        return "landed"
+        return Verdict("landed", current)
     if etag == base_etag:
-        return "absent"
-    for d in manifest.deltas:
-        if d.version == ref.version:
-            same = d.checksum == ref.checksum and d.base_checksum == ref.base_checksum
-            return "landed" if same else "moved"
-    if manifest.version < ref.version:
-        return "moved"
-    return "unknown"
+        return Verdict("absent", current)
+    if base is not None and manifest.lineage != base.lineage:
+        return Verdict("unknown", current, "the history was replaced (import or restore)")
+    if manifest.version < version:
+        if (
+            base is not None
+            and manifest.version == base.version
+            and manifest.checksum == base.checksum
+        ):
+            return Verdict("rebase", current)
+        return Verdict("moved", current)
+    refs = deltas_since(
+        storage, manifest, version - 1, required=False, remote=remote, max_segments=max_segments
+    )
+    if not refs or refs[0].version != version:
+        return Verdict(
+            "unknown", current, f"the manifests that would name version {version} are gone"
+        )
+    if refs[0].nonce == nonce:
+        return Verdict("landed", current)
+    return Verdict("moved", current)
+
+
+def read_manifest(storage: Storage) -> Read | None:
+    """The current manifest (decoded and verified), or None if the remote has none."""
+    try:
+        blob = storage.get(fmt.MANIFEST_KEY)
+    except NotFoundError:
+        return None
+    assert blob is not None
+    return fmt.decode_manifest(blob.data), blob.etag, blob.data

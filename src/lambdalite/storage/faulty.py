@@ -51,7 +51,10 @@ class InjectedFaultError(TransientStorageError):
     def __init__(self, fault: InjectedFault, *, remote: str) -> None:
         when = "after performing it" if fault.performed else "before performing it"
         super().__init__(
-            f"injected fault in {fault.op} of {fault.key!r} ({when})", remote=remote, key=fault.key
+            f"injected fault in {fault.op} of {fault.key!r} ({when})",
+            remote=remote,
+            key=fault.key,
+            request_sent=fault.performed,
         )
         self.op = fault.op
         self.performed = fault.performed

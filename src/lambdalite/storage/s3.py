@@ -5,15 +5,23 @@
   lambdalite never takes credentials in its settings). ``endpoint_url=None``
   leaves the endpoint to boto3, which honours ``AWS_ENDPOINT_URL_S3``.
 * Requests are signed with SigV4 and use botocore's ``standard`` retry mode with
-  bounded connect and read timeouts.
+  bounded connect and read timeouts, except conditional writes (below).
 * Conditional requests map one to one: ``get(if_none_match=)`` is a GET with
   ``If-None-Match`` (a 304 returns ``None``), ``put(if_none_match=True)`` sends
   ``If-None-Match: *``, ``put(if_match=)`` and ``delete(if_match=)`` send
   ``If-Match``. ETags are returned without their quotes.
-* When the SDK retried a conditional PUT by itself (for example after a timeout)
-  and the retry got 412, the first attempt may have been the one that won. The
-  object is then read back: if it holds exactly our bytes, the write succeeded
-  and its ETag is returned. This is why every version's bytes must be unique.
+* A conditional write is sent exactly once (a second client with retries off):
+  if the SDK retried it by itself, a retry refused with 412 could hide that the
+  first attempt won, and the caller would take a published commit for a lost
+  race. So a 412 here always means "this request did not write", and any other
+  failure of a conditional write (a lost answer, a 5xx, a timeout) is a
+  :class:`~lambdalite.errors.TransientStorageError` whose outcome is open; the
+  caller settles it (the engine, by reading the manifest back and looking for
+  its nonce) and retries by itself. ``request_sent`` is False on that error only
+  when the connection could not even be made.
+* Every failure on the wire becomes a lambdalite error: botocore's, and the
+  ``urllib3``/socket errors that a broken connection raises while a body is
+  being read.
 * ``put_file`` / ``get_file`` use boto3's managed transfers (multipart above
   ``multipart_threshold``); the ETag of an uploaded file is read back with a
   HEAD, so use them for immutable keys.
@@ -26,6 +34,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import logging
 import os
@@ -154,10 +163,13 @@ def translate_error(
             f"{where}: could not connect to the S3 endpoint {endpoint}; if the remote is not "
             "Amazon S3, set endpoint_url (or the AWS_ENDPOINT_URL_S3 environment variable) "
             "to the server's URL",
+            request_sent=False,
             **kw,
         )
-    if isinstance(exc, (HTTPClientError, IncompleteReadError)):
-        return TransientStorageError(f"{where}: network failure talking to {endpoint}: {exc}", **kw)
+    if isinstance(exc, (HTTPClientError, IncompleteReadError)) or _is_transport_error(exc):
+        return TransientStorageError(
+            f"{where}: network failure talking to {endpoint}: {type(exc).__name__}: {exc}", **kw
+        )
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
         return StorageError(
             f"{where}: no usable AWS credentials ({exc}). lambdalite uses boto3's default "
@@ -183,11 +195,19 @@ def translate_error(
     return StorageError(f"{where}: {type(exc).__name__}: {exc}", **kw)
 
 
-def _was_retried(exc: BaseException | None) -> bool:
-    """Whether botocore sent the request more than once before this error."""
-    if not isinstance(exc, ClientError):
-        return False
-    return int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0) > 0
+def _is_transport_error(exc: BaseException) -> bool:
+    """A broken connection seen below botocore (while a body streams, or on a bare socket)."""
+    import urllib3.exceptions
+
+    return isinstance(
+        exc,
+        (
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            ConnectionError,
+            TimeoutError,
+        ),
+    )
 
 
 def _unquote_etag(etag: str) -> str:
@@ -249,6 +269,7 @@ class S3Storage:
         self._multipart = (multipart_threshold, multipart_chunksize)
         self._lock = threading.Lock()
         self._s3: Any = None
+        self._s3_once: Any = None  # retries off: conditional writes (see the module docstring)
         self._transfers: Any = None
         self._pid = os.getpid()
 
@@ -317,29 +338,17 @@ class S3Storage:
             kwargs["IfMatch"] = f'"{if_match}"'
         if if_none_match:
             kwargs["IfNoneMatch"] = "*"
-        conditional = if_match is not None or if_none_match
-        try:
-            with self._translating("put", key, conditional=if_match is not None):
-                response = self._client().put_object(**kwargs)
-        except PreconditionFailedError as exc:
-            if conditional and _was_retried(exc.__cause__):
-                etag = self._our_retried_write(key, data)
-                if etag is not None:
-                    return etag
-            raise
+        client = self._client(once=if_match is not None or if_none_match)
+        with self._translating("put", key, conditional=if_match is not None):
+            response = client.put_object(**kwargs)
         return _unquote_etag(response["ETag"])
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._full(key)}
         if if_match is not None:
             kwargs["IfMatch"] = f'"{if_match}"'
-        try:
-            with self._translating("delete", key, conditional=if_match is not None):
-                self._client().delete_object(**kwargs)
-        except PreconditionFailedError as exc:
-            # A retried conditional delete whose first attempt succeeded finds nothing.
-            if not (_was_retried(exc.__cause__) and self._missing(key)):
-                raise
+        with self._translating("delete", key, conditional=if_match is not None):
+            self._client(once=if_match is not None).delete_object(**kwargs)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         items: list[ObjectInfo] = []
@@ -379,46 +388,39 @@ class S3Storage:
                 self._bucket, full, path, subscribers=_subscribers(progress)
             )
             future.result()
-            etag = future.meta.etag
-            if etag is None:  # pragma: no cover - s3transfer reads it with its HEAD
+            etag = getattr(future.meta, "etag", None)  # s3transfer < 0.13 does not record it
+            if etag is None:
                 etag = self._client().head_object(Bucket=self._bucket, Key=full)["ETag"]
         return _unquote_etag(str(etag))
 
     def close(self) -> None:
         """Release the client and its connection pool; a later call opens a new one."""
         with self._lock:
-            transfers, client = self._transfers, self._s3
-            self._transfers = self._s3 = None
+            transfers, clients = self._transfers, (self._s3, self._s3_once)
+            self._transfers = self._s3 = self._s3_once = None
         if transfers is not None:
             transfers.shutdown()
-        if client is not None:
-            client.close()
+        for client in clients:
+            if client is not None:
+                client.close()
 
     # -- internals -------------------------------------------------------------------------
 
     def _full(self, key: str) -> str:
         return self._prefix + check_key(key)
 
-    def _client(self) -> Any:
+    def _client(self, *, once: bool = False) -> Any:
+        """The S3 client; ``once``: the one whose requests botocore never retries."""
         with self._lock:
             if self._pid != os.getpid():  # forked: never share the parent's connections
-                self._s3 = self._transfers = None
+                self._s3 = self._s3_once = self._transfers = None
                 self._pid = os.getpid()
+            if once:
+                if self._s3_once is None:
+                    self._s3_once = self._new_client(attempts=1)
+                return self._s3_once
             if self._s3 is None:
-                import boto3.session
-                from botocore.config import Config
-
-                config = Config(
-                    signature_version="s3v4",
-                    retries={"mode": "standard", "max_attempts": self._max_attempts},
-                    connect_timeout=self._timeouts[0],
-                    read_timeout=self._timeouts[1],
-                    max_pool_connections=16,
-                )
-                session = boto3.session.Session(
-                    botocore_session=_botocore_session(), region_name=self._region
-                )
-                self._s3 = session.client("s3", endpoint_url=self._endpoint_url, config=config)
+                self._s3 = self._new_client(attempts=self._max_attempts + 1)
                 logger.debug(
                     "S3 client for %s: endpoint %s, region %s",
                     self._url,
@@ -426,6 +428,22 @@ class S3Storage:
                     self._s3.meta.region_name,
                 )
             return self._s3
+
+    def _new_client(self, *, attempts: int) -> Any:
+        import boto3.session
+        from botocore.config import Config
+
+        config = Config(
+            signature_version="s3v4",
+            retries={"mode": "standard", "total_max_attempts": attempts},
+            connect_timeout=self._timeouts[0],
+            read_timeout=self._timeouts[1],
+            max_pool_connections=16,
+        )
+        session = boto3.session.Session(
+            botocore_session=_botocore_session(), region_name=self._region
+        )
+        return session.client("s3", endpoint_url=self._endpoint_url, config=config)
 
     def _transfer_manager(self) -> Any:
         client = self._client()
@@ -453,7 +471,7 @@ class S3Storage:
         except (BotoCoreError, ClientError) as exc:
             raise self._translate(exc, op, key, conditional) from exc
         except Exception as exc:
-            if getattr(exc, "last_exception", None) is None:
+            if getattr(exc, "last_exception", None) is None and not _is_transport_error(exc):
                 raise  # not from the SDK (a local file error, a bug): let it through as is
             raise self._translate(exc, op, key, conditional) from exc
 
@@ -469,29 +487,6 @@ class S3Storage:
             op=op,
             conditional=conditional,
         )
-
-    def _our_retried_write(self, key: str, data: bytes) -> str | None:
-        """After a retried conditional PUT got 412: our ETag if the object holds our bytes."""
-        try:
-            blob = self.get(key)
-        except NotFoundError:
-            return None
-        if blob is None or blob.data != data:
-            return None
-        logger.warning(
-            "conditional PUT of %r in %s was retried by the SDK and the retry was refused, "
-            "but the object holds our bytes: the first attempt won",
-            key,
-            self._url,
-        )
-        return blob.etag
-
-    def _missing(self, key: str) -> bool:
-        try:
-            self.get(key)
-        except NotFoundError:
-            return True
-        return False
 
 
 _loader_lock = threading.Lock()

@@ -1,0 +1,578 @@
+"""The commit path: from a local ``COMMIT`` to a version published in the remote.
+
+Read top to bottom, this is everything a write transaction goes through
+(DESIGN §2, §3, §5):
+
+1. :meth:`Committer.begin_write` makes the connection the process's writer
+   before its first write. With a lock configured, the lease is taken here and
+   a transaction that already read is checked against the remote (SQLite's
+   ``SQLITE_BUSY_SNAPSHOT`` rule). The local copy is checked before anything is
+   built on it, and the WAL position where the transaction starts is noted.
+2. :meth:`Committer.commit_write` closes the gate (no new snapshots), commits
+   locally, and publishes.
+3. :meth:`Committer._take_change` turns the WAL frames the transaction
+   appended into the change to publish, and proves that its base is the
+   published version: the files are the ones the engine left, exactly one
+   local commit was added, it carries every page it adds, and the pre-image of
+   every page it changed or cut off matches the published version's digest.
+   On any doubt nothing is published: the local copy is discarded and
+   :class:`~lambdalite.errors.LocalCopyError` raised (retry the transaction).
+4. :meth:`Committer._push` uploads the delta (unless it is small enough to
+   travel inside the manifest) and publishes the manifest with ``If-Match``
+   on the ETag the transaction started from (``If-None-Match: *`` for the
+   first version).
+5. A write whose answer was not seen is never turned into a definite answer
+   without proof (:func:`~lambdalite.replica.chain.settle`): the manifest is
+   read back and the version looked up by its nonce, through the archives if
+   later commits followed. Unproven either way, it is
+   :class:`~lambdalite.errors.CommitOutcomeUnknownError`. The conditional
+   write is retried here (the S3 backend never lets the SDK retry it), only
+   with the very same bytes while it might still land.
+6. On success the page digests, the manifest and the WAL position advance;
+   on a definite failure or an unknown outcome the local commit is undone
+   from the verified pre-images (:meth:`~lambdalite.replica.heal.Healer.undo`).
+
+Nothing is ever deleted on this path: a delta uploaded for a commit that did
+not land is an orphan for ``lambdalite gc``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from lambdalite.errors import (
+    BusyError,
+    CommitOutcomeUnknownError,
+    ConflictError,
+    CorruptionError,
+    LambdaliteError,
+    LocalCopyError,
+    NotFoundError,
+    PreconditionFailedError,
+    StorageError,
+    TransientStorageError,
+)
+from lambdalite.replica import format as fmt
+from lambdalite.replica.chain import Read, Verdict, read_manifest, settle
+from lambdalite.replica.heal import Undo
+from lambdalite.replica.pages import (
+    WalFrame,
+    WalPosition,
+    checksum_hex,
+    frame_pages,
+    read_page,
+    read_wal,
+)
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Callable, Mapping
+
+    from lambdalite.locks.base import Lease
+    from lambdalite.replica.engine import Replica
+    from lambdalite.storage.base import Storage
+
+__all__ = ["Committer", "crash_point"]
+
+log = logging.getLogger("lambdalite.replica")
+
+crash_hook: Callable[[str], None] | None = None
+"""Tests set this to kill the process at a named step of the commit path."""
+
+INLINE_BUDGET = 12 * 1024  # bytes of inline deltas a manifest may carry in all
+UNKNOWN_ETAG = "unknown"  # matches no real ETag: the next read fetches the manifest
+_ATTEMPTS = 6  # sends of one write before giving up
+_SETTLE_SEGMENTS = 64  # archived manifests a settle may walk back
+
+
+def crash_point(name: str) -> None:
+    if crash_hook is not None:
+        crash_hook(name)
+
+
+@dataclass(slots=True)
+class _Change:
+    """One local commit, ready to publish, with the proof of its base."""
+
+    pages: dict[int, bytes]
+    page_count: int
+    page_size: int
+    undo: Undo
+    checksum: int  # of the database after the change
+    position: WalPosition  # the WAL's end, the change included
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    manifest: fmt.Manifest
+    raw: bytes
+    etag: str
+
+
+class Committer:
+    """The write side of one replica: one writer at a time in the process."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.r = replica
+        self._mutex = threading.Lock()
+        self._writer: int | None = None
+        self._lease: Lease | None = None
+        self._write_pos = WalPosition.empty()
+        self._generation = 0
+        self._wal_file: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ 1. begin
+
+    def begin_write(self, token: int, snapshot_version: int | None, timeout: float) -> None:
+        """Make connection ``token`` the writer before its first write.
+
+        ``snapshot_version`` is the version the transaction has read, or None
+        when it has not taken its snapshot yet (it will, after this call).
+        """
+        r = self.r
+        deadline = time.monotonic() + max(timeout, 0.0)
+        if not self._mutex.acquire(timeout=max(timeout, 0.0)):
+            raise BusyError("database is locked: another connection of this process is writing")
+        try:
+            r.ensure_open()
+            r.gate.wait_for_repairs(token, max(deadline - time.monotonic(), 0.0))
+            if snapshot_version is not None and snapshot_version != r.local.version:
+                raise ConflictError(
+                    f"another connection committed version {r.local.version} after this "
+                    f"transaction read version {snapshot_version}; retry the transaction"
+                )
+            self._check_local(token, snapshot_version, timeout)
+            if r.lock is not None:
+                self._lease = r.lock.acquire(max(deadline - time.monotonic(), 0.0))
+                try:
+                    if snapshot_version is None:
+                        r.confirmed_at = float("-inf")
+                        r.puller.refresh(token, max_staleness=0, timeout=timeout)
+                    else:
+                        self._check_remote_unchanged()
+                except BaseException:
+                    self._release_lease()
+                    raise
+            with r.gate.cond:
+                self._write_pos = read_wal(r.local.wal_path).position
+                self._generation = r.cache.generation
+                self._wal_file = _file_id(r.local.wal_path)
+                if self._write_pos.committed and self._write_pos != r.local.published_pos:
+                    self._doubt("its WAL holds committed changes that were never published")
+            self._writer = token
+        except BaseException:
+            self._mutex.release()
+            raise
+
+    def _check_local(self, token: int, snapshot_version: int | None, timeout: float) -> None:
+        """Never build on a local copy in doubt: a transaction that read it must retry."""
+        r = self.r
+        with r.gate.cond:
+            reason = r.local.doubt()
+        if reason is None:
+            return
+        if snapshot_version is not None or not r.local.needs_image:
+            r.healer.discard(reason)
+        if snapshot_version is not None:
+            raise LocalCopyError(
+                f"the local copy could not be trusted ({reason}); it was discarded and will be "
+                "pulled again: retry the transaction"
+            )
+        r.puller.refresh(token, max_staleness=0, timeout=timeout)  # nothing read yet: heal now
+
+    def _check_remote_unchanged(self) -> None:
+        r, local = self.r, self.r.local
+        try:
+            blob = r.storage.get(fmt.MANIFEST_KEY, if_none_match=local.etag)
+        except NotFoundError:
+            if local.etag is None:
+                return  # still no database anywhere: nothing to conflict with
+            raise
+        if blob is None:
+            return
+        current = fmt.decode_manifest(blob.data)
+        if not self._rebasable(current):
+            raise ConflictError(
+                f"another instance committed version {current.version} after this transaction "
+                f"read version {local.version}; retry the transaction"
+            )
+        with r.gate.cond:  # a compaction changed how the same version is stored
+            local.adopt(current, blob.etag, blob.data)
+            local.save_state()
+
+    # ------------------------------------------------------------------ 2. commit
+
+    def commit_write(
+        self, token: int, raw: sqlite3.Connection, timeout: float, *, committed: bool = False
+    ) -> None:
+        """Commit connection ``token``'s transaction locally and publish it; raise on failure.
+
+        ``committed``: the statement committed by itself (VACUUM); only publish.
+        """
+        assert self._writer == token
+        r = self.r
+        try:
+            if r.generation_of(raw) != self._generation:
+                raise LocalCopyError(
+                    "the local copy was discarded during the transaction; nothing was "
+                    "published: retry the transaction"
+                )
+            r.gate.close_for_commit(timeout)
+            try:
+                if not committed:
+                    raw.execute("COMMIT")
+            except BaseException:
+                r.gate.reopen()
+                raise
+            try:
+                self._publish()
+            finally:
+                r.gate.reopen()
+            r.compactor.maybe_compact()
+        finally:
+            self._end()
+
+    def abort_write(self, token: int) -> None:
+        """The writer rolled back (or SQLite did): nothing may have been committed locally."""
+        if self._writer != token:
+            return
+        r = self.r
+        try:
+            with r.gate.cond:
+                if r.cache.generation == self._generation and (
+                    read_wal(r.local.wal_path).position != self._write_pos
+                ):
+                    r.healer.discard("a transaction that was rolled back left committed changes")
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        self._writer = None
+        self._release_lease()
+        self._mutex.release()
+
+    def _release_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None and self.r.lock is not None:
+            try:
+                self.r.lock.release(lease)
+            except LambdaliteError as exc:
+                log.warning("could not release the lock (it will expire): %s", exc)
+
+    def _publish(self) -> None:
+        change = self._take_change()
+        if change is None:
+            return  # the transaction changed nothing
+        try:
+            crash_point("before-push")
+            if self._lease is not None and self.r.lock is not None:
+                self._lease = self.r.lock.ensure(self._lease, min_remaining=5.0)
+            published = self._push(change)
+        except BaseException as exc:
+            self.r.healer.undo(change.undo, exclude=self._writer)
+            if isinstance(exc, PreconditionFailedError):
+                raise ConflictError(
+                    "another instance committed first; the transaction was rolled back, retry it"
+                ) from exc
+            raise
+        self._adopt(change, published)
+
+    # ------------------------------------------------------------------ 3. the change and its proof
+
+    def _doubt(self, reason: str) -> None:
+        self.r.healer.discard(reason)
+        raise LocalCopyError(
+            f"the local copy could not be trusted ({reason}); nothing was published, the copy "
+            "was discarded and will be pulled again: retry the transaction"
+        )
+
+    def _take_change(self) -> _Change | None:
+        """The commit's pages, with the proof that they apply to the published version."""
+        r, local = self.r, self.r.local
+        if r.cache.generation != self._generation:
+            raise LocalCopyError(
+                "the local copy was discarded during the transaction; nothing was published: "
+                "retry the transaction"
+            )
+        reason = local.doubt(check_wal=False)
+        if reason is None and self._wal_file and _file_id(local.wal_path) != self._wal_file:
+            reason = "its WAL file was deleted or replaced during the transaction"
+        if reason is not None:
+            self._doubt(reason)
+        wal = read_wal(local.wal_path)
+        if self._write_pos.committed and wal.salts != self._write_pos.salts:
+            self._doubt("its WAL was reset during the transaction")
+        ours = wal.since(self._write_pos)
+        if not ours:
+            return None
+        if sum(1 for f in ours if f.commit_size) != 1 or not ours[-1].commit_size:
+            self._doubt("SQLite committed more than once during one transaction")
+        page_size, new_count = wal.page_size, ours[-1].commit_size
+        if local.page_count and page_size != local.page_size:
+            self._doubt(f"its page size changed from {local.page_size} to {page_size}")
+        pages = frame_pages(local.wal_path, ours, page_size)
+        pages = {p: data for p, data in pages.items() if p <= new_count}
+        missing = local.hashes.missing_growth(pages, new_count)
+        if missing:
+            self._doubt(f"the commit grows the database without writing pages {missing}")
+        undo = self._pre_images(wal.before(self._write_pos), pages, new_count, page_size)
+        checksum = local.hashes.checksum_after(pages, new_count)
+        return _Change(pages, new_count, page_size, undo, checksum, wal.position)
+
+    def _pre_images(
+        self,
+        before: tuple[WalFrame, ...],
+        pages: Mapping[int, bytes],
+        new_count: int,
+        page_size: int,
+    ) -> Undo:
+        """The published content of every page the commit changed or cut off, verified."""
+        local = self.r.local
+        base_count = local.page_count
+        wanted = sorted(
+            {p for p in pages if p <= base_count} | set(range(new_count + 1, base_count + 1))
+        )
+        newest = {f.pgno: f for f in before}  # published frames not yet checkpointed
+        out: dict[int, bytes] = {}
+        with open(local.wal_path, "rb") as wal, open(local.db_path, "rb") as db:
+            for p in wanted:
+                frame = newest.get(p)
+                if frame is not None:
+                    wal.seek(frame.offset)
+                    data = wal.read(page_size)
+                else:
+                    data = read_page(db, p, page_size)
+                if not local.hashes.matches(p, data):
+                    self._doubt(f"page {p} does not match version {local.version} (damaged)")
+                out[p] = data
+        return Undo(out, base_count)
+
+    # ------------------------------------------------------------------ 4-5. push
+
+    def _push(self, change: _Change) -> _Published:
+        r, local = self.r, self.r.local
+        encoded = fmt.encode_delta(change.page_size, change.page_count, change.pages)
+        nonce = fmt.new_nonce()
+        ref = fmt.DeltaRef(
+            version=local.version + 1,
+            committed_at=r.clock(),
+            base_checksum=checksum_hex(local.checksum),
+            checksum=checksum_hex(change.checksum),
+            page_count=change.page_count,
+            pages=len(change.pages),
+            size=len(encoded),
+            sha256=hashlib.sha256(encoded).hexdigest(),
+            nonce=nonce,
+        )
+        base = local.manifest
+        inline_used = sum(d.size for d in base.deltas if d.inline) if base else 0
+        if (
+            len(encoded) <= r.options.inline_delta_max
+            and inline_used + len(encoded) <= INLINE_BUDGET
+        ):
+            ref = replace(ref, inline=base64.b64encode(encoded).decode())
+        else:
+            key = f"deltas/{ref.version:020d}-{nonce}"
+            self._upload_delta(key, encoded)
+            ref = replace(ref, key=key)
+            crash_point("after-delta-upload")
+        return self._publish_manifest(base, local.etag, ref, change)
+
+    def _upload_delta(self, key: str, data: bytes) -> None:
+        """Create the immutable delta object (a unique key): retried until it is there."""
+        storage = self.r.storage
+        error: StorageError | None = None
+        for attempt in range(_ATTEMPTS):
+            try:
+                storage.put(key, data, if_none_match=True)
+                return
+            except PreconditionFailedError as exc:
+                blob = storage.get(key)  # an earlier attempt of ours landed after all?
+                if blob is not None and blob.data == data:
+                    return
+                raise CorruptionError(
+                    f"{key!r} exists with other content, although its name is unique",
+                    remote=self.r.remote,
+                    key=key,
+                ) from exc
+            except TransientStorageError as exc:
+                error = exc
+                _backoff(attempt)
+        assert error is not None
+        raise error
+
+    def _publish_manifest(
+        self, base: fmt.Manifest | None, base_etag: str | None, ref: fmt.DeltaRef, change: _Change
+    ) -> _Published:
+        """The conditional PUT of the manifest that names ``ref``, settled when unanswered."""
+        r = self.r
+        nonce = ref.nonce
+        assert nonce is not None
+        maybe_sent = False  # a request of ours that may still land is out there
+        error: StorageError | None = None
+        for attempt in range(_ATTEMPTS):
+            manifest = self._next_manifest(base, ref, change)
+            raw = fmt.encode_manifest(manifest)  # the same bytes for the same base: retry-safe
+            try:
+                if base_etag is None:
+                    etag = r.storage.put(fmt.MANIFEST_KEY, raw, if_none_match=True)
+                else:
+                    etag = r.storage.put(fmt.MANIFEST_KEY, raw, if_match=base_etag)
+                crash_point("after-manifest")
+                return _Published(manifest, raw, etag)
+            except PreconditionFailedError as exc:
+                error = exc
+                if not maybe_sent:  # this request, the only one sent, did not write
+                    current = _read_quietly(r.storage)
+                    if current is not None and self._rebasable(current[0], base):
+                        base, base_etag = current[0], current[1]  # a compaction moved the ETag
+                        continue
+                    raise
+            except TransientStorageError as exc:
+                error = exc
+                maybe_sent = maybe_sent or exc.request_sent
+                if not maybe_sent:
+                    _backoff(attempt)
+                    continue  # it never reached the server: send it again
+            except StorageError as exc:  # refused outright (credentials, a missing bucket...)
+                if not maybe_sent:
+                    raise
+                error = exc  # ...but an earlier attempt may have landed
+            verdict = self._settle(nonce, ref.version, base, base_etag)
+            if verdict.outcome == "landed":
+                assert verdict.current is not None
+                current = verdict.current
+                if current[0].nonce == nonce:
+                    return _Published(current[0], current[2], current[1])
+                return _Published(manifest, raw, UNKNOWN_ETAG)  # later commits followed ours
+            if verdict.outcome == "absent":
+                _backoff(attempt)
+                continue
+            if verdict.outcome == "rebase":
+                assert verdict.current is not None
+                base, base_etag = verdict.current[0], verdict.current[1]
+                maybe_sent = False  # what was sent was conditioned on an ETag that is gone
+                continue
+            if verdict.outcome == "moved":
+                raise ConflictError(
+                    "another instance committed first (after a write whose answer was lost); "
+                    "the transaction was rolled back, retry it"
+                ) from error
+            raise CommitOutcomeUnknownError(
+                f"publishing version {ref.version} failed ({error}) and whether it landed "
+                f"cannot be told: {verdict.why}",
+                remote=r.remote,
+                key=fmt.MANIFEST_KEY,
+            ) from error
+        if maybe_sent:
+            raise CommitOutcomeUnknownError(
+                f"publishing version {ref.version} kept failing ({error}); the last attempt may "
+                "still land",
+                remote=r.remote,
+                key=fmt.MANIFEST_KEY,
+            ) from error
+        raise TransientStorageError(
+            f"could not publish version {ref.version}: {error}", remote=r.remote
+        ) from error
+
+    def _settle(
+        self, nonce: str, version: int, base: fmt.Manifest | None, base_etag: str | None
+    ) -> Verdict:
+        r = self.r
+        for attempt in range(3):
+            try:
+                current = read_manifest(r.storage)
+                return settle(
+                    r.storage,
+                    current,
+                    nonce=nonce,
+                    version=version,
+                    base=base,
+                    base_etag=base_etag,
+                    remote=r.remote,
+                    max_segments=_SETTLE_SEGMENTS,
+                )
+            except TransientStorageError as exc:
+                why = f"the remote could not be read back ({exc})"
+                _backoff(attempt)
+            except StorageError as exc:
+                return Verdict("unknown", None, f"the remote could not be read back ({exc})")
+        return Verdict("unknown", None, why)
+
+    def _next_manifest(
+        self, base: fmt.Manifest | None, ref: fmt.DeltaRef, change: _Change
+    ) -> fmt.Manifest:
+        assert ref.nonce is not None
+        return fmt.Manifest(
+            lineage=base.lineage if base else ref.nonce,
+            version=ref.version,
+            nonce=ref.nonce,
+            committed_at=ref.committed_at,
+            writer=self.r.writer_id,
+            page_size=change.page_size,
+            page_count=change.page_count,
+            checksum=ref.checksum,
+            snapshot=base.snapshot if base else None,
+            deltas=(base.deltas if base else ()) + (ref,),
+            previous=base.previous if base else None,
+            base=base.base if base else None,
+        )
+
+    def _rebasable(self, current: fmt.Manifest, base: fmt.Manifest | None = None) -> bool:
+        """Whether ``current`` is the base version, only stored differently (compacted)."""
+        local = self.r.local
+        base = base or local.manifest
+        return (
+            base is not None
+            and current.lineage == base.lineage
+            and current.version == base.version
+            and current.checksum == base.checksum
+        )
+
+    # ------------------------------------------------------------------ 6. adopt
+
+    def _adopt(self, change: _Change, published: _Published) -> None:
+        """The commit is durable: the published base advances. Nothing here may fail it."""
+        r, local = self.r, self.r.local
+        with r.gate.cond:
+            local.adopt(published.manifest, published.etag, published.raw)
+            local.hashes.apply(change.pages, change.page_count)
+            local.published_pos = change.position
+            r.confirmed_at = time.monotonic()
+            try:
+                local.checkpoint(required=False)
+                local.note_files()
+                local.save_state()
+            except Exception as exc:  # durable already: a local hiccup must not fail it
+                log.warning(
+                    "version %d is durable, but the cache state was not saved: %s",
+                    local.version,
+                    exc,
+                )
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random() / 2))
+
+
+def _read_quietly(storage: Storage) -> Read | None:
+    try:
+        return read_manifest(storage)
+    except StorageError:
+        return None
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
