@@ -342,7 +342,7 @@ def test_no_credentials_at_all(s3_remote: S3Remote, monkeypatch: pytest.MonkeyPa
     assert isinstance(info.value.__cause__, NoCredentialsError)
 
 
-# -- ambiguous outcomes: the SDK retried a conditional write whose first attempt won --------
+# -- ambiguous outcomes: a conditional write is sent once, its failure left open -------------
 
 
 class _EmptyBody:
@@ -357,51 +357,61 @@ def s3_storage(s3_remote: S3Remote) -> Iterator[S3Storage]:
     storage.close()
 
 
-def _first_attempt_then_500(storage: S3Storage, event: str, action: Any) -> None:
+def _first_attempt_then_500(storage: S3Storage, event: str, action: Any) -> list[Any]:
     """Make the first ``event`` request run ``action`` out of band and answer 500 instead."""
-    calls = []
+    calls: list[Any] = []
 
     def before_send(request: Any, **_: Any) -> AWSResponse | None:
         calls.append(request)
         if len(calls) > 1:
-            return None  # the SDK's retry goes to the server for real
+            return None  # any retry goes to the server for real
         action()
         return AWSResponse(request.url, 500, {}, _EmptyBody())
 
-    storage._client().meta.events.register(f"before-send.s3.{event}", before_send)
+    for once in (False, True):
+        storage._client(once=once).meta.events.register(f"before-send.s3.{event}", before_send)
+    return calls
 
 
 @pytest.mark.s3
-def test_retried_create_that_had_won_is_a_success(
-    s3_storage: S3Storage, s3_remote: S3Remote, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("condition", ["if_none_match", "if_match"])
+def test_a_conditional_write_is_sent_once_and_its_failure_left_open(
+    s3_storage: S3Storage, s3_remote: S3Remote, condition: str
 ) -> None:
+    """A retried conditional write refused with 412 could hide that the first attempt won
+    (and the object may since hold another writer's bytes): the SDK never retries it."""
     other = open_storage(s3_remote.url)
-    _first_attempt_then_500(s3_storage, "PutObject", lambda: other.put("lock", b"mine"))
-    with caplog.at_level("WARNING", logger="lambdalite.storage.s3"):
-        etag = s3_storage.put("lock", b"mine", if_none_match=True)  # the retry gets 412
-    assert "the first attempt won" in caplog.text
-    blob = other.get("lock")
-    assert blob is not None and (blob.data, blob.etag) == (b"mine", etag)
+    etag = other.put("manifest", b"v0")
+    calls = _first_attempt_then_500(s3_storage, "PutObject", lambda: other.put("manifest", b"v1"))
+    kwargs: dict[str, Any] = (
+        {"if_none_match": True} if condition == "if_none_match" else {"if_match": etag}
+    )
+    with pytest.raises(TransientStorageError) as caught:
+        s3_storage.put("manifest", b"v1", **kwargs)
+    assert caught.value.request_sent
+    assert len(calls) == 1
+    assert not isinstance(caught.value, PreconditionFailedError)
 
 
 @pytest.mark.s3
-def test_retried_create_that_had_lost_is_a_precondition_failure(
+def test_an_unconditional_write_is_still_retried_by_the_sdk(
     s3_storage: S3Storage, s3_remote: S3Remote
 ) -> None:
-    other = open_storage(s3_remote.url)
-    _first_attempt_then_500(s3_storage, "PutObject", lambda: other.put("lock", b"theirs"))
-    with pytest.raises(PreconditionFailedError):
-        s3_storage.put("lock", b"mine", if_none_match=True)
+    calls = _first_attempt_then_500(s3_storage, "PutObject", lambda: None)
+    s3_storage.put("object", b"data")
+    assert len(calls) == 2
+    blob = open_storage(s3_remote.url).get("object")
+    assert blob is not None and blob.data == b"data"
 
 
 @pytest.mark.s3
-def test_retried_conditional_delete_that_had_won_is_a_success(
-    s3_storage: S3Storage, s3_remote: S3Remote
-) -> None:
+def test_a_conditional_delete_is_sent_once(s3_storage: S3Storage, s3_remote: S3Remote) -> None:
     other = open_storage(s3_remote.url)
     etag = other.put("lease", b"held")
-    _first_attempt_then_500(s3_storage, "DeleteObject", lambda: other.delete("lease"))
-    s3_storage.delete("lease", if_match=etag)
+    calls = _first_attempt_then_500(s3_storage, "DeleteObject", lambda: other.delete("lease"))
+    with pytest.raises(TransientStorageError):
+        s3_storage.delete("lease", if_match=etag)
+    assert len(calls) == 1
     with pytest.raises(NotFoundError):
         other.get("lease")
 

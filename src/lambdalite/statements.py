@@ -104,7 +104,7 @@ def _from_program(rows: Sequence[Sequence[Any]]) -> StatementInfo:
                 "process and pulls other instances' commits into it, which "
                 "PRAGMA locking_mode=EXCLUSIVE would lock out (remove the PRAGMA; the "
                 "connection was left in locking_mode=NORMAL)",
-                reset="PRAGMA main.locking_mode=NORMAL",
+                reset="PRAGMA locking_mode=NORMAL",
             )
         info = replace(info, setting=True)
     if any(_renames(row) for row in rows):

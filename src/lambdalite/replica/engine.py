@@ -166,12 +166,13 @@ class Replica:
         before, and afterwards the engine notes the files as SQLite left them.
         """
         with self.gate.cond:
-            generation = self._raw_generation.pop(id(raw), self.cache.generation)
+            generation = self._raw_generation.get(id(raw), self.cache.generation)
             left = self._open_raw.get(generation, 1) - 1
-            self._open_raw[generation] = left
             last = left == 0 and generation == self.cache.generation and self._opened
             stray = last and not self.local.needs_image and self.local.unpublished_frames()
-            raw.close()
+            raw.close()  # first: it raises when called from the wrong thread
+            self._raw_generation.pop(id(raw), None)
+            self._open_raw[generation] = left
             if not last or self.local.needs_image:
                 return
             if stray:

@@ -92,7 +92,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import FrameType, TracebackType
@@ -153,9 +153,10 @@ class ProxiedRequest:
 
 @dataclass(frozen=True, slots=True)
 class _ScriptEntry:
-    kind: FaultKind
+    kind: FaultKind | None
     method: str | None
     pattern: re.Pattern[str] | None
+    before: Callable[[], None] | None = None
 
     def matches(self, method: str, key: str) -> bool:
         if self.method is not None and method != self.method:
@@ -556,23 +557,30 @@ class FaultProxy:
 
     def script(
         self,
-        kind: str,
+        kind: str | None,
         *,
         method: str | None = None,
         key_pattern: str | None = None,
         count: int = 1,
+        before: Callable[[], None] | None = None,
     ) -> None:
         """Inject ``kind`` into the next ``count`` requests matching ``method`` and the key.
 
         Entries are consumed in order: a request gets the fault of the oldest
         pending entry if it matches that entry, and no scripted fault otherwise.
+        ``kind=None`` injects nothing (the entry only orders ``before``).
+        ``before`` is called, in the proxy's thread, when a request consumes the
+        entry and before anything is forwarded: a test makes something happen
+        at an exact point of a client's sequence (another instance commits
+        between a write whose answer was lost and the writer's next request).
         """
         if count < 0:
             raise ConfigurationError(f"count must be >= 0, not {count}", key="count")
         entry = _ScriptEntry(
-            _fault_kind(kind, key="kind"),
+            None if kind is None else _fault_kind(kind, key="kind"),
             None if method is None else method.upper(),
             _compile(key_pattern),
+            before,
         )
         with self._lock:
             self._script.extend([entry] * count)
@@ -603,9 +611,18 @@ class FaultProxy:
             return Counter(self._counts)
 
     def _decide(self, method: str, key: str) -> FaultKind | None:
+        kind, before = self._draw(method, key)
+        if before is not None:
+            before()
+        return kind
+
+    def _draw(self, method: str, key: str) -> tuple[FaultKind | None, Callable[[], None] | None]:
+        before = None
         with self._lock:
             if self._script and self._script[0].matches(method, key):
-                kind: FaultKind | None = self._script.popleft().kind
+                entry = self._script.popleft()
+                kind: FaultKind | None = entry.kind
+                before = entry.before
             elif (
                 self._rates
                 and (self._methods is None or method in self._methods)
@@ -623,7 +640,7 @@ class FaultProxy:
                 kind = None
             if kind is not None:
                 self._counts[kind] += 1
-            return kind
+            return kind, before
 
     # -- serving ---------------------------------------------------------------------------
 
