@@ -3,37 +3,32 @@
 Read top to bottom, this is everything a write transaction goes through
 (DESIGN §2, §3, §5):
 
-1. :meth:`Committer.begin_write` makes the connection the process's writer
-   before its first write. With a lock configured, the lease is taken here and
-   a transaction that already read is checked against the remote (SQLite's
-   ``SQLITE_BUSY_SNAPSHOT`` rule). The local copy is checked before anything is
-   built on it, and the WAL position where the transaction starts is noted.
-2. :meth:`Committer.commit_write` closes the gate (no new snapshots), commits
-   locally, and publishes.
-3. :meth:`Committer._take_change` turns the WAL frames the transaction
-   appended into the change to publish, and proves that its base is the
-   published version: the files are the ones the engine left, exactly one
-   local commit was added, it carries every page it adds, and the pre-image of
-   every page it changed or cut off matches the published version's digest.
-   On any doubt nothing is published: the local copy is discarded and
+1. ``begin_write`` makes the connection the process's writer before its first
+   write: the lease (with a lock), the check of a transaction that already read
+   (SQLite's ``SQLITE_BUSY_SNAPSHOT`` rule), the check of the local copy, and
+   the WAL position where the transaction starts.
+2. ``commit_write`` closes the gate (no new snapshots), commits locally, publishes.
+3. ``_take_change`` turns the WAL frames the transaction appended into the
+   change, and proves its base is the published version: the files are the
+   ones the engine left, exactly one local commit was added, it carries every
+   page it adds, and every pre-image matches the published page digests. On
+   any doubt nothing is published: the copy is discarded and
    :class:`~lambdalite.errors.LocalCopyError` raised (retry the transaction).
-4. :meth:`Committer._push` uploads the delta (unless it is small enough to
-   travel inside the manifest) and publishes the manifest with ``If-Match``
-   on the ETag the transaction started from (``If-None-Match: *`` for the
-   first version).
+4. ``_push`` uploads the delta (unless it fits in the manifest) and publishes
+   the manifest with ``If-Match`` on the ETag the transaction started from
+   (``If-None-Match: *`` for the first version).
 5. A write whose answer was not seen is never turned into a definite answer
-   without proof (:func:`~lambdalite.replica.chain.settle`): the manifest is
-   read back and the version looked up by its nonce, through the archives if
-   later commits followed. Unproven either way, it is
-   :class:`~lambdalite.errors.CommitOutcomeUnknownError`. The conditional
-   write is retried here (the S3 backend never lets the SDK retry it), only
-   with the very same bytes while it might still land.
-6. On success the page digests, the manifest and the WAL position advance;
-   on a definite failure or an unknown outcome the local commit is undone
-   from the verified pre-images (:meth:`~lambdalite.replica.heal.Healer.undo`).
+   without proof: the manifest is read back and the version looked up by its
+   nonce, through the archives if later commits followed
+   (:func:`~lambdalite.replica.chain.settle`); unproven either way it is
+   :class:`~lambdalite.errors.CommitOutcomeUnknownError`. The write is resent
+   only with the very same bytes while it might still land.
+6. ``_adopt`` advances the page digests, the manifest and the WAL position; a
+   definite failure or an unknown outcome undoes the local commit from the
+   verified pre-images instead (:meth:`~lambdalite.replica.heal.Healer.undo`).
 
-Nothing is ever deleted on this path: a delta uploaded for a commit that did
-not land is an orphan for ``lambdalite gc``.
+Nothing is ever deleted here: a delta of a commit that did not land is an
+orphan for ``lambdalite gc``.
 """
 
 from __future__ import annotations
@@ -41,8 +36,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
-import random
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -52,7 +45,6 @@ from lambdalite.errors import (
     BusyError,
     CommitOutcomeUnknownError,
     ConflictError,
-    CorruptionError,
     LambdaliteError,
     LocalCopyError,
     NotFoundError,
@@ -61,8 +53,8 @@ from lambdalite.errors import (
     TransientStorageError,
 )
 from lambdalite.replica import format as fmt
-from lambdalite.replica.chain import Read, Verdict, read_manifest, settle
 from lambdalite.replica.heal import Undo
+from lambdalite.replica.local import file_id
 from lambdalite.replica.pages import (
     WalFrame,
     WalPosition,
@@ -71,6 +63,13 @@ from lambdalite.replica.pages import (
     read_page,
     read_wal,
 )
+from lambdalite.replica.writes import (
+    ATTEMPTS,
+    backoff,
+    create_once,
+    read_quietly,
+    settle_by_reading,
+)
 
 if TYPE_CHECKING:
     import sqlite3
@@ -78,7 +77,6 @@ if TYPE_CHECKING:
 
     from lambdalite.locks.base import Lease
     from lambdalite.replica.engine import Replica
-    from lambdalite.storage.base import Storage
 
 __all__ = ["Committer", "crash_point"]
 
@@ -89,8 +87,6 @@ crash_hook: Callable[[str], None] | None = None
 
 INLINE_BUDGET = 12 * 1024  # bytes of inline deltas a manifest may carry in all
 UNKNOWN_ETAG = "unknown"  # matches no real ETag: the next read fetches the manifest
-_ATTEMPTS = 6  # sends of one write before giving up
-_SETTLE_SEGMENTS = 64  # archived manifests a settle may walk back
 
 
 def crash_point(name: str) -> None:
@@ -164,7 +160,7 @@ class Committer:
             with r.gate.cond:
                 self._write_pos = read_wal(r.local.wal_path).position
                 self._generation = r.cache.generation
-                self._wal_file = _file_id(r.local.wal_path)
+                self._wal_file = file_id(r.local.wal_path)
                 if self._write_pos.committed and self._write_pos != r.local.published_pos:
                     self._doubt("its WAL holds committed changes that were never published")
             self._writer = token
@@ -221,10 +217,7 @@ class Committer:
         r = self.r
         try:
             if r.generation_of(raw) != self._generation:
-                raise LocalCopyError(
-                    "the local copy was discarded during the transaction; nothing was "
-                    "published: retry the transaction"
-                )
+                raise _discarded()
             r.gate.close_for_commit(timeout)
             try:
                 if not committed:
@@ -259,7 +252,7 @@ class Committer:
         self._release_lease()
         self._mutex.release()
 
-    def _release_lease(self) -> None:
+    def _release_lease(self) -> None:  # never fails: an unreleased lease expires
         lease, self._lease = self._lease, None
         if lease is not None and self.r.lock is not None:
             try:
@@ -298,12 +291,9 @@ class Committer:
         """The commit's pages, with the proof that they apply to the published version."""
         r, local = self.r, self.r.local
         if r.cache.generation != self._generation:
-            raise LocalCopyError(
-                "the local copy was discarded during the transaction; nothing was published: "
-                "retry the transaction"
-            )
+            raise _discarded()
         reason = local.doubt(check_wal=False)
-        if reason is None and self._wal_file and _file_id(local.wal_path) != self._wal_file:
+        if reason is None and self._wal_file and file_id(local.wal_path) != self._wal_file:
             reason = "its WAL file was deleted or replaced during the transaction"
         if reason is not None:
             self._doubt(reason)
@@ -381,33 +371,10 @@ class Committer:
             ref = replace(ref, inline=base64.b64encode(encoded).decode())
         else:
             key = f"deltas/{ref.version:020d}-{nonce}"
-            self._upload_delta(key, encoded)
+            create_once(r.storage, key, encoded, attempts=ATTEMPTS)
             ref = replace(ref, key=key)
             crash_point("after-delta-upload")
         return self._publish_manifest(base, local.etag, ref, change)
-
-    def _upload_delta(self, key: str, data: bytes) -> None:
-        """Create the immutable delta object (a unique key): retried until it is there."""
-        storage = self.r.storage
-        error: StorageError | None = None
-        for attempt in range(_ATTEMPTS):
-            try:
-                storage.put(key, data, if_none_match=True)
-                return
-            except PreconditionFailedError as exc:
-                blob = storage.get(key)  # an earlier attempt of ours landed after all?
-                if blob is not None and blob.data == data:
-                    return
-                raise CorruptionError(
-                    f"{key!r} exists with other content, although its name is unique",
-                    remote=self.r.remote,
-                    key=key,
-                ) from exc
-            except TransientStorageError as exc:
-                error = exc
-                _backoff(attempt)
-        assert error is not None
-        raise error
 
     def _publish_manifest(
         self, base: fmt.Manifest | None, base_etag: str | None, ref: fmt.DeltaRef, change: _Change
@@ -418,8 +385,8 @@ class Committer:
         assert nonce is not None
         maybe_sent = False  # a request of ours that may still land is out there
         error: StorageError | None = None
-        for attempt in range(_ATTEMPTS):
-            manifest = self._next_manifest(base, ref, change)
+        for attempt in range(ATTEMPTS):
+            manifest = fmt.with_delta(base, ref, writer=r.writer_id, page_size=change.page_size)
             raw = fmt.encode_manifest(manifest)  # the same bytes for the same base: retry-safe
             try:
                 if base_etag is None:
@@ -431,7 +398,7 @@ class Committer:
             except PreconditionFailedError as exc:
                 error = exc
                 if not maybe_sent:  # this request, the only one sent, did not write
-                    current = _read_quietly(r.storage)
+                    current = read_quietly(r.storage)
                     if current is not None and self._rebasable(current[0], base):
                         base, base_etag = current[0], current[1]  # a compaction moved the ETag
                         continue
@@ -440,13 +407,15 @@ class Committer:
                 error = exc
                 maybe_sent = maybe_sent or exc.request_sent
                 if not maybe_sent:
-                    _backoff(attempt)
+                    backoff(attempt)
                     continue  # it never reached the server: send it again
             except StorageError as exc:  # refused outright (credentials, a missing bucket...)
                 if not maybe_sent:
                     raise
                 error = exc  # ...but an earlier attempt may have landed
-            verdict = self._settle(nonce, ref.version, base, base_etag)
+            verdict = settle_by_reading(
+                r.storage, nonce=nonce, version=ref.version, base=base, base_etag=base_etag
+            )
             if verdict.outcome == "landed":
                 assert verdict.current is not None
                 current = verdict.current
@@ -454,7 +423,7 @@ class Committer:
                     return _Published(current[0], current[2], current[1])
                 return _Published(manifest, raw, UNKNOWN_ETAG)  # later commits followed ours
             if verdict.outcome == "absent":
-                _backoff(attempt)
+                backoff(attempt)
                 continue
             if verdict.outcome == "rebase":
                 assert verdict.current is not None
@@ -482,49 +451,6 @@ class Committer:
         raise TransientStorageError(
             f"could not publish version {ref.version}: {error}", remote=r.remote
         ) from error
-
-    def _settle(
-        self, nonce: str, version: int, base: fmt.Manifest | None, base_etag: str | None
-    ) -> Verdict:
-        r = self.r
-        for attempt in range(3):
-            try:
-                current = read_manifest(r.storage)
-                return settle(
-                    r.storage,
-                    current,
-                    nonce=nonce,
-                    version=version,
-                    base=base,
-                    base_etag=base_etag,
-                    remote=r.remote,
-                    max_segments=_SETTLE_SEGMENTS,
-                )
-            except TransientStorageError as exc:
-                why = f"the remote could not be read back ({exc})"
-                _backoff(attempt)
-            except StorageError as exc:
-                return Verdict("unknown", None, f"the remote could not be read back ({exc})")
-        return Verdict("unknown", None, why)
-
-    def _next_manifest(
-        self, base: fmt.Manifest | None, ref: fmt.DeltaRef, change: _Change
-    ) -> fmt.Manifest:
-        assert ref.nonce is not None
-        return fmt.Manifest(
-            lineage=base.lineage if base else ref.nonce,
-            version=ref.version,
-            nonce=ref.nonce,
-            committed_at=ref.committed_at,
-            writer=self.r.writer_id,
-            page_size=change.page_size,
-            page_count=change.page_count,
-            checksum=ref.checksum,
-            snapshot=base.snapshot if base else None,
-            deltas=(base.deltas if base else ()) + (ref,),
-            previous=base.previous if base else None,
-            base=base.base if base else None,
-        )
 
     def _rebasable(self, current: fmt.Manifest, base: fmt.Manifest | None = None) -> bool:
         """Whether ``current`` is the base version, only stored differently (compacted)."""
@@ -559,20 +485,8 @@ class Committer:
                 )
 
 
-def _backoff(attempt: int) -> None:
-    time.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + random.random() / 2))
-
-
-def _read_quietly(storage: Storage) -> Read | None:
-    try:
-        return read_manifest(storage)
-    except StorageError:
-        return None
-
-
-def _file_id(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+def _discarded() -> LocalCopyError:
+    return LocalCopyError(
+        "the local copy was discarded during the transaction; nothing was published: "
+        "retry the transaction"
+    )

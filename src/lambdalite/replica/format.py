@@ -47,6 +47,7 @@ __all__ = [
     "encode_manifest",
     "new_nonce",
     "read_snapshot",
+    "with_delta",
     "write_snapshot",
 ]
 
@@ -165,6 +166,27 @@ class Manifest:
     def next(self, **changes: Any) -> Manifest:
         changes.setdefault("nonce", new_nonce())
         return replace(self, **changes)
+
+
+def with_delta(base: Manifest | None, ref: DeltaRef, *, writer: str, page_size: int) -> Manifest:
+    """The manifest of version ``ref.version``: ``base`` plus the delta ``ref`` (published with
+    the nonce ``ref.nonce``; the first version's lineage is that nonce). Deterministic: the
+    same arguments give the same bytes, so a write whose answer was lost can be resent."""
+    assert ref.nonce is not None
+    return Manifest(
+        lineage=base.lineage if base else ref.nonce,
+        version=ref.version,
+        nonce=ref.nonce,
+        committed_at=ref.committed_at,
+        writer=writer,
+        page_size=page_size,
+        page_count=ref.page_count,
+        checksum=ref.checksum,
+        snapshot=base.snapshot if base else None,
+        deltas=(base.deltas if base else ()) + (ref,),
+        previous=base.previous if base else None,
+        base=base.base if base else None,
+    )
 
 
 def encode_manifest(m: Manifest) -> bytes:

@@ -29,7 +29,7 @@ from lambdalite.replica import format as fmt
 from lambdalite.replica.cache import CacheDir, LocalState
 from lambdalite.replica.pages import PageHashes, WalPosition, checksum_hex, read_page, read_wal
 
-__all__ = ["DEFAULT_PAGE_SIZE", "Doubt", "LocalCopy"]
+__all__ = ["DEFAULT_PAGE_SIZE", "Doubt", "LocalCopy", "file_id"]
 
 log = logging.getLogger("lambdalite.replica")
 
@@ -304,3 +304,12 @@ def _size(path: str) -> int:
         return os.stat(path).st_size
     except FileNotFoundError:
         return -1
+
+
+def file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
