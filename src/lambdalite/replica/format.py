@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -46,9 +47,11 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "MIN_PAGE_SIZE",
     "BaseRef",
+    "Delta",
     "DeltaRef",
     "Manifest",
     "SnapshotRef",
+    "check_delta_growth",
     "decode_delta",
     "decode_manifest",
     "encode_delta",
@@ -75,6 +78,7 @@ MAX_PAGE_COUNT = 4294967294  # SQLite's largest page number
 MAX_INLINE_DELTA = 1 << 20  # bytes; the engine inlines far less (12 KiB per manifest)
 EMPTY_CHECKSUM = checksum_hex(0)  # the pages of version 0: none
 _MAX_INT = 2**63 - 1  # versions (they fit a key's 20 digits), sizes, counters
+_LOCK_BYTE_OFFSET = 0x40000000  # SQLite never uses the page holding this byte (1 GiB)
 _CHECKSUM_RE = re.compile(r"[0-9a-f]{32}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _NONCE_RE = re.compile(r"[0-9a-f]{1,64}")
@@ -628,8 +632,15 @@ def encode_delta(page_size: int, page_count: int, pages: Mapping[int, bytes]) ->
     return MAGIC_DELTA + zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(bytes(raw))
 
 
-def decode_delta(data: bytes, ref: DeltaRef, *, where: str) -> Delta:
-    """Verify a delta object against its manifest entry and decode it."""
+def decode_delta(data: bytes, ref: DeltaRef, *, where: str, page_size: int | None = None) -> Delta:
+    """Verify a delta object against its manifest entry and decode it.
+
+    ``page_size``: the page size of the manifest naming the delta; the delta's
+    must be the same. Decompression stops as soon as the output outgrows what
+    the entry's number of pages allows, so a hostile object cannot make this
+    allocate for more than it says it holds; its page numbers must be in
+    ``1..page_count``, ascending, each once.
+    """
 
     def bad(why: str) -> CorruptionError:
         return CorruptionError(
@@ -640,23 +651,77 @@ def decode_delta(data: bytes, ref: DeltaRef, *, where: str) -> Delta:
         raise bad(f"sha256/size mismatch ({len(data)} bytes, expected {ref.size})")
     if not data.startswith(MAGIC_DELTA):
         raise bad("not a lambdalite delta (foreign object?)")
+    largest = page_size if page_size is not None else MAX_PAGE_SIZE
+    most = _DELTA_HEADER.size + ref.pages * (4 + largest)  # what its entry allows
     try:
-        raw = zstandard.ZstdDecompressor().decompress(data[len(MAGIC_DELTA) :])
-        page_size, page_count, n = _DELTA_HEADER.unpack_from(raw, 0)
-        off = _DELTA_HEADER.size
-        numbers = struct.unpack_from(f">{n}I", raw, off)
-        off += 4 * n
-        if len(raw) != off + n * page_size:
-            raise ValueError("length does not match the page table")
-        pages = {
-            pgno: raw[off + i * page_size : off + (i + 1) * page_size]
-            for i, pgno in enumerate(numbers)
-        }
+        raw = _inflate(data[len(MAGIC_DELTA) :], most)
+        size, page_count, n = _DELTA_HEADER.unpack_from(raw, 0)
     except (zstandard.ZstdError, struct.error, ValueError) as exc:
         raise bad(str(exc)) from exc
     if page_count != ref.page_count:
         raise bad(f"page count {page_count} != manifest's {ref.page_count}")
-    return Delta(page_size, page_count, pages)
+    if n != ref.pages:
+        raise bad(f"it holds {n} pages, its manifest entry says {ref.pages}")
+    if not _valid_page_size(size) or (page_size is not None and size != page_size):
+        raise bad(f"its pages are of {size} bytes, its manifest's of {page_size or 'another size'}")
+    off = _DELTA_HEADER.size + 4 * n
+    if len(raw) != off + n * size:
+        raise bad("length does not match the page table")
+    numbers = struct.unpack_from(f">{n}I", raw, _DELTA_HEADER.size)
+    if numbers and not (numbers[0] >= 1 and numbers[-1] <= page_count):
+        raise bad(f"it holds pages outside 1..{page_count}")
+    if any(a >= b for a, b in itertools.pairwise(numbers)):
+        raise bad("its page numbers are not ascending and unique")
+    pages = {pgno: raw[off + i * size : off + (i + 1) * size] for i, pgno in enumerate(numbers)}
+    return Delta(size, page_count, pages)
+
+
+def _inflate(payload: bytes, limit: int) -> bytes:
+    """Decompress one zstd frame of at most ``limit`` bytes.
+
+    The output grows only as the frame actually decompresses (never to a size
+    its header merely declares) and stops once it passes ``limit``.
+    """
+    declared = zstandard.frame_content_size(payload)
+    if declared > limit:
+        raise ValueError(f"it declares {declared} bytes, more than the {limit} its entry allows")
+    out = bytearray()
+    with zstandard.ZstdDecompressor().stream_reader(payload) as r:
+        while chunk := r.read(1 << 20):
+            out += chunk
+            if len(out) > limit:
+                raise ValueError(f"it decompresses past the {limit} bytes its entry allows")
+    return bytes(out)
+
+
+def _valid_page_size(size: int) -> bool:
+    return MIN_PAGE_SIZE <= size <= MAX_PAGE_SIZE and not size & (size - 1)
+
+
+def check_delta_growth(ref: DeltaRef, delta: Delta, old_count: int, *, where: str) -> None:
+    """Refuse a delta that adds pages to the database without carrying them.
+
+    Call it before applying ``delta`` to a copy of ``old_count`` pages. A SQLite
+    commit writes every page it adds (all but the lock-byte page at 1 GiB,
+    which SQLite never uses), so a delta taking the database past
+    ``old_count`` must carry each added page: past ``max(old_count, its
+    highest page)`` nothing may be added at all. Whoever applies a delta that
+    passes iterates and allocates only for pages the object holds (and that
+    one lock-byte page), never for a page count a manifest merely claims.
+    """
+    new_count = delta.page_count
+    if new_count <= old_count:
+        return
+    highest = max(delta.pages, default=0)
+    carried = sum(1 for p in delta.pages if old_count < p <= new_count)
+    lock_page = _LOCK_BYTE_OFFSET // delta.page_size + 1
+    skipped = int(old_count < lock_page <= new_count and lock_page not in delta.pages)
+    if new_count > max(old_count, highest) or carried + skipped < new_count - old_count:
+        raise CorruptionError(
+            f"delta {where!r} (version {ref.version}) grows the database from {old_count} to "
+            f"{new_count} pages but carries only {carried} of the pages it adds",
+            key=where,
+        )
 
 
 # ---------------------------------------------------------------------------- snapshots
@@ -693,8 +758,15 @@ def write_snapshot(
     return size, h.hexdigest()
 
 
-def read_snapshot(src: str, dst: str, ref: SnapshotRef, *, where: str) -> None:
-    """Verify snapshot object file ``src`` against ``ref`` and decompress it to ``dst``."""
+def read_snapshot(
+    src: str, dst: str, ref: SnapshotRef, *, where: str, page_size: int | None = None
+) -> None:
+    """Verify snapshot object file ``src`` against ``ref`` and decompress it to ``dst``.
+
+    ``page_size``: the manifest's; the image must then be exactly ``ref.page_count``
+    pages of it (without it, at most that many of the largest size). Decompression
+    stops as soon as the image outgrows that, so a hostile object cannot fill the disk.
+    """
 
     def bad(why: str) -> CorruptionError:
         return CorruptionError(
@@ -709,19 +781,30 @@ def read_snapshot(src: str, dst: str, ref: SnapshotRef, *, where: str) -> None:
             size += len(block)
     if size != ref.size or h.hexdigest() != ref.sha256:
         raise bad(f"sha256/size mismatch ({size} bytes, expected {ref.size})")
+    limit = ref.page_count * (page_size if page_size is not None else MAX_PAGE_SIZE)
     with open(src, "rb") as f, open(dst, "wb") as out:
         if f.read(len(MAGIC_SNAPSHOT)) != MAGIC_SNAPSHOT:
             raise bad("not a lambdalite snapshot (foreign object?)")
         try:
-            _copy_decompressed(f, out)
+            written = _copy_decompressed(f, out, limit)
         except zstandard.ZstdError as exc:
             raise bad(str(exc)) from exc
+        if written > limit:
+            raise bad(f"it decompresses to more than {ref.page_count} pages ({limit} bytes)")
+        if page_size is not None and written != limit:
+            raise bad(f"it decompresses to {written} bytes, not {ref.page_count} pages")
         out.flush()
         os.fsync(out.fileno())
 
 
-def _copy_decompressed(f: BinaryIO, out: BinaryIO) -> None:
+def _copy_decompressed(f: BinaryIO, out: BinaryIO, limit: int) -> int:
+    """Decompress ``f`` into ``out``; the bytes written (stops once past ``limit``)."""
     dctx = zstandard.ZstdDecompressor()
+    written = 0
     with dctx.stream_reader(f) as r:
         for block in iter(lambda: r.read(1 << 20), b""):
             out.write(block)
+            written += len(block)
+            if written > limit:
+                break
+    return written
