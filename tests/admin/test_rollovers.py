@@ -136,7 +136,8 @@ def test_inline_delta_errors_name_the_archive_holding_it(
     key = _archives(settings)[6]
     archived = fmt.decode_manifest((remote_root / key).read_bytes(), where=key)
     a, b = archived.deltas[0], archived.deltas[1]  # versions 4 and 5
-    deltas = (a, replace(b, inline=a.inline), *archived.deltas[2:])
+    # a's bytes under b's sha256: the manifest is consistent, the delta fails its digest
+    deltas = (a, replace(b, inline=a.inline, size=a.size), *archived.deltas[2:])
     swapped = archived.next(nonce=archived.nonce, deltas=deltas)
     (remote_root / key).write_bytes(fmt.encode_manifest(swapped))  # a valid manifest, a bad delta
     where = f"{key}#v5"

@@ -10,6 +10,7 @@ other instance keeps reading a correct database.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -59,10 +60,8 @@ def _stock_and_ours(
     ours = instance("a", isolation_level=isolation_level)
     for conn in (stock, ours):
         for sql in script:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.execute(sql)
-            except sqlite3.Error:
-                pass
             if sql == "-- commit":
                 conn.commit()
         conn.commit()

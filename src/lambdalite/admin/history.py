@@ -583,17 +583,10 @@ def fetch_delta(
         assert blob is not None
         data = blob.data
     try:
-        delta = fmt.decode_delta(data, ref, where=where)
+        delta = fmt.decode_delta(data, ref, where=where, page_size=record.manifest.page_size)
     except CorruptionError as exc:
         _locate(exc, remote)
         raise
-    if delta.page_size != record.manifest.page_size:
-        raise CorruptionError(
-            f"delta {where!r} (version {ref.version}) has pages of {delta.page_size} bytes, "
-            f"its manifest says {record.manifest.page_size}",
-            remote=remote,
-            key=where,
-        )
     return data, delta
 
 
@@ -611,6 +604,7 @@ def apply_delta(
         )
     size = delta.page_size
     old_count = os.path.getsize(path) // size
+    fmt.check_delta_growth(ref, delta, old_count, where=where)  # before iterating the new pages
     new_count = delta.page_count
     acc = checksum
     zeros = b"\0" * size
@@ -654,7 +648,7 @@ def load_snapshot(
                 key=snap.key,
             ) from exc
         try:
-            fmt.read_snapshot(packed, dest, snap, where=snap.key)
+            fmt.read_snapshot(packed, dest, snap, where=snap.key, page_size=page_size)
         except CorruptionError as exc:
             _locate(exc, remote)
             raise

@@ -34,45 +34,81 @@ def deltas_since(
     that does not continue: a history replaced by an import or restored in
     place). ``required``: the chain must exist (it leads from the manifest's
     own snapshot), so a gap is a CorruptionError naming it instead of None.
+
+    Each archive must continue into the segment after it: the same lineage,
+    of the version that segment's deltas start from, ending at the pages they
+    start from. So the walk never goes forward; an archive claiming a newer
+    version than the segment after it, or named twice (a cycle, among
+    archives of one version), is broken and never followed.
     """
     segments = [manifest]
     current = manifest
+    seen = {fmt.MANIFEST_KEY}
+
+    def broken(key: str | None, why: str) -> CorruptionError:
+        return CorruptionError(
+            f"the manifest chain of {remote} is broken at {key!r}: {why}; run `lambdalite verify`",
+            remote=remote,
+            key=key,
+        )
+
     for _ in range(max_segments + 2):
         if current.base_version <= version:
             break
         key = current.previous
+        gap = f"the deltas from version {version} to {current.base_version} are missing"
+        if key is None:
+            if required:
+                raise broken(key, gap)
+            return None
+        if key in seen:
+            if required:
+                raise broken(key, "it is named twice (a cycle)")
+            return None
+        seen.add(key)
         try:
-            if key is None:
-                raise NotFoundError("no previous manifest", key=key)
             blob = storage.get(key)
         except NotFoundError as exc:
-            if not required:
-                return None
-            raise CorruptionError(
-                f"the manifest chain of {remote} is broken at {key!r}: the deltas from "
-                f"version {version} to {current.base_version} are missing; run "
-                "`lambdalite verify`",
-                remote=remote,
-                key=key,
-            ) from exc
-        assert blob is not None and key is not None
+            if required:
+                raise broken(key, gap) from exc
+            return None
+        assert blob is not None
         older = fmt.decode_manifest(blob.data, where=key)
-        if older.lineage != current.lineage or older.version != current.base_version:
-            if not required:
-                return None
-            raise CorruptionError(
-                f"archived manifest {key!r} does not continue into version {current.base_version}",
-                remote=remote,
-                key=key,
-            )
+        why = _discontinuity(older, current)
+        if why is not None:
+            if required:
+                raise broken(key, why)
+            return None
         segments.append(older)
         current = older
     else:
         return None
     refs = [d for m in reversed(segments) for d in m.deltas if d.version > version]
     if [d.version for d in refs] != list(range(version + 1, manifest.version + 1)):
+        if required:
+            raise broken(current.previous, f"its deltas do not lead from version {version}")
         return None
     return tuple(refs)
+
+
+def _discontinuity(older: fmt.Manifest, newer: fmt.Manifest) -> str | None:
+    """Why archive ``older`` does not continue into ``newer``'s deltas, or None."""
+    start = newer.base_version
+    if older.lineage != newer.lineage:
+        return f"it is of lineage {older.lineage}, not {newer.lineage}"
+    if older.version > start:
+        return f"it claims version {older.version}, newer than the {start} after it"
+    if older.version != start:
+        return f"it ends at version {older.version}, not {start}"
+    if older.page_size != newer.page_size:
+        return f"its pages are of {older.page_size} bytes, not {newer.page_size}"
+    checksum, count = newer.base_pages
+    if (older.checksum, older.page_count) != (checksum, count):
+        return (
+            f"it ends at pages {older.checksum} ({older.page_count} pages), but the deltas "
+            f"after it start from {checksum} ({count} pages)"
+        )
+    return None
 
 
 Read = tuple[fmt.Manifest, str, bytes]

@@ -310,11 +310,11 @@ class Committer:
             self._doubt(f"its page size changed from {local.page_size} to {page_size}")
         pages = frame_pages(local.wal_path, ours, page_size)
         pages = {p: data for p, data in pages.items() if p <= new_count}
-        missing = local.hashes.missing_growth(pages, new_count)
+        missing = local.hashes.missing_growth(pages, new_count, page_size)
         if missing:
             self._doubt(f"the commit grows the database without writing pages {missing}")
         undo = self._pre_images(wal.before(self._write_pos), pages, new_count, page_size)
-        checksum = local.hashes.checksum_after(pages, new_count)
+        checksum = local.hashes.checksum_after(pages, new_count, page_size)
         return _Change(pages, new_count, page_size, undo, checksum, wal.position)
 
     def _pre_images(
@@ -388,6 +388,7 @@ class Committer:
         for attempt in range(ATTEMPTS):
             manifest = fmt.with_delta(base, ref, writer=r.writer_id, page_size=change.page_size)
             raw = fmt.encode_manifest(manifest)  # the same bytes for the same base: retry-safe
+            fmt.decode_manifest(raw)  # never publish what a reader would refuse
             try:
                 if base_etag is None:
                     etag = r.storage.put(fmt.MANIFEST_KEY, raw, if_none_match=True)
@@ -470,7 +471,7 @@ class Committer:
         r, local = self.r, self.r.local
         with r.gate.cond:
             local.adopt(published.manifest, published.etag, published.raw)
-            local.hashes.apply(change.pages, change.page_count)
+            local.hashes.apply(change.pages, change.page_count, change.page_size)
             local.published_pos = change.position
             r.confirmed_at = time.monotonic()
             try:

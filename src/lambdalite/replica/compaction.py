@@ -141,6 +141,7 @@ class Compactor:
     def _publish_same_version(self, new: fmt.Manifest, etag: str, what: str) -> bool:
         r, local = self.r, self.r.local
         new_raw = fmt.encode_manifest(new)
+        fmt.decode_manifest(new_raw)  # never publish what a reader would refuse
         try:
             new_etag = r.storage.put(fmt.MANIFEST_KEY, new_raw, if_match=etag)
         except PreconditionFailedError:

@@ -24,7 +24,7 @@ import logging
 import os
 import sqlite3
 
-from lambdalite.errors import BusyError
+from lambdalite.errors import BusyError, CorruptionError
 from lambdalite.replica import format as fmt
 from lambdalite.replica.cache import CacheDir, LocalState
 from lambdalite.replica.pages import PageHashes, WalPosition, checksum_hex, read_page, read_wal
@@ -98,9 +98,13 @@ class LocalCopy:
                 log.warning("local copy unreadable (%s); pulling it again", exc)
             else:
                 if checksum_hex(hashes.checksum) == state.checksum:
-                    self._adopt_state(state, hashes)
-                    self.note_files()
-                    return
+                    try:
+                        self._adopt_state(state, hashes)
+                    except CorruptionError as exc:  # a state file no manifest can come from
+                        log.warning("cached manifest unreadable (%s); pulling again", exc)
+                    else:
+                        self.note_files()
+                        return
                 log.warning(
                     "local copy of %s does not match its state; pulling again", state.remote
                 )

@@ -34,12 +34,11 @@ __all__ = [
     "WalContents",
     "WalFrame",
     "WalPosition",
-    "checksum_after_commit",
-    "checksum_after_write",
     "checksum_hex",
     "copy_in_place",
     "file_checksum",
     "frame_pages",
+    "lock_byte_page",
     "page_hash",
     "read_page",
     "read_wal",
@@ -47,8 +46,14 @@ __all__ = [
 ]
 
 _WAL_HEADER = struct.Struct(">IIIIIIII")
+_LOCK_BYTE_OFFSET = 0x40000000  # SQLite never writes the page holding this byte (1 GiB)
 _FRAME_HEADER = struct.Struct(">IIIIII")
 _WAL_MAGIC = (0x377F0682, 0x377F0683)
+
+
+def lock_byte_page(page_size: int) -> int:
+    """The page SQLite never writes: the one holding the byte at offset 1 GiB."""
+    return _LOCK_BYTE_OFFSET // page_size + 1
 
 
 def page_digest(pgno: int, data: bytes) -> bytes:
@@ -111,9 +116,13 @@ class PageHashes:
         """Whether ``data`` is page ``pgno`` of this version."""
         return 1 <= pgno <= self.count and page_digest(pgno, data) == self.digest(pgno)
 
-    def missing_growth(self, pages: Iterable[int], new_count: int) -> list[int]:
-        """Pages a change to ``new_count`` pages adds without carrying (a real commit has none)."""
+    def missing_growth(
+        self, pages: Iterable[int], new_count: int, page_size: int
+    ) -> list[int]:
+        """Pages a change to ``new_count`` pages adds without carrying (a real commit has none,
+        but for SQLite's lock-byte page at 1 GiB, which it never writes: it stays zeros)."""
         carried = set(pages)
+        carried.add(lock_byte_page(page_size))
         missing: list[int] = []
         p = self.count + 1
         while p <= new_count and len(missing) < 10:  # stops early however large new_count is
@@ -122,15 +131,20 @@ class PageHashes:
             p += 1
         return missing
 
-    def checksum_after(self, pages: Mapping[int, bytes], new_count: int) -> int:
+    def checksum_after(
+        self, pages: Mapping[int, bytes], new_count: int, page_size: int
+    ) -> int:
         """The checksum once ``pages`` are written and the size set to ``new_count`` pages.
 
         Every page past the current end must be in ``pages``
         (:meth:`missing_growth` says which are not); ValueError otherwise.
         """
-        if self.missing_growth(pages, new_count):
+        if self.missing_growth(pages, new_count, page_size):
             raise ValueError("the change grows the database without carrying the new pages")
         acc = self.checksum
+        lock_page = lock_byte_page(page_size)
+        if self.count < lock_page <= new_count and lock_page not in pages:
+            acc ^= page_hash(lock_page, bytes(page_size))
         for p in range(new_count + 1, self.count + 1):  # cut off
             acc ^= int.from_bytes(self.digest(p), "big")
         for p, data in pages.items():
@@ -141,9 +155,12 @@ class PageHashes:
             acc ^= page_hash(p, data)
         return acc
 
-    def apply(self, pages: Mapping[int, bytes], new_count: int) -> None:
+    def apply(self, pages: Mapping[int, bytes], new_count: int, page_size: int) -> None:
         """Record ``pages`` and the new size (the same precondition as :meth:`checksum_after`)."""
-        checksum = self.checksum_after(pages, new_count)
+        checksum = self.checksum_after(pages, new_count, page_size)
+        lock_page = lock_byte_page(page_size)
+        if self.count < lock_page <= new_count and lock_page not in pages:
+            pages = {**pages, lock_page: bytes(page_size)}
         if new_count < self.count:
             del self._buf[new_count * self._SIZE :]
         elif new_count > self.count:
@@ -290,52 +307,6 @@ def frame_pages(wal_path: str, frames: Iterable[WalFrame], page_size: int) -> di
             f.seek(fr.offset)
             out[fr.pgno] = f.read(page_size)
     return out
-
-
-def checksum_after_write(
-    path: str,
-    checksum: int,
-    old_count: int,
-    new_count: int,
-    pages: Mapping[int, bytes],
-    page_size: int,
-) -> int:
-    """The checksum of ``path`` after writing ``pages`` and resizing it to ``new_count``."""
-    touched = {p for p in pages if p <= new_count} | set(range(new_count + 1, old_count + 1))
-    touched |= set(range(old_count + 1, new_count + 1))
-    acc = checksum
-    with open(path, "rb") as f:
-        for p in touched:
-            if p <= old_count:
-                acc ^= page_hash(p, read_page(f, p, page_size))
-            if p <= new_count:
-                acc ^= page_hash(p, pages.get(p, b"\0" * page_size))
-    return acc
-
-
-def checksum_after_commit(
-    checksum: int,
-    pre_images: Mapping[int, bytes],
-    old_count: int,
-    pages: Mapping[int, bytes],
-    new_count: int,
-    page_size: int,
-) -> int:
-    """The checksum after a local commit, from the pre-images of what it touched.
-
-    ``pre_images`` holds the old bytes of every page that changed or was cut
-    off; pages the commit added without writing (past the old end) are zeros.
-    """
-    acc = checksum
-    for p, old in pre_images.items():
-        acc ^= page_hash(p, old)
-    for p, new in pages.items():
-        if p <= new_count:
-            acc ^= page_hash(p, new)
-    for p in range(old_count + 1, new_count + 1):
-        if p not in pages:
-            acc ^= page_hash(p, b"\0" * page_size)
-    return acc
 
 
 def copy_in_place(src: str, dst: str, page_size: int) -> None:

@@ -193,7 +193,8 @@ class Puller:
 
     def _fetch_delta(self, ref: fmt.DeltaRef, page_size: int) -> fmt.Delta:
         if ref.inline is not None:
-            delta = fmt.decode_delta(ref.inline_bytes(), ref, where=f"manifest#v{ref.version}")
+            where = f"manifest#v{ref.version}"
+            delta = fmt.decode_delta(ref.inline_bytes(), ref, where=where, page_size=page_size)
         else:
             assert ref.key is not None
             try:
@@ -206,7 +207,7 @@ class Puller:
                     key=ref.key,
                 ) from exc
             assert blob is not None
-            delta = fmt.decode_delta(blob.data, ref, where=ref.key)
+            delta = fmt.decode_delta(blob.data, ref, where=ref.key, page_size=page_size)
         if delta.page_size != page_size:
             raise CorruptionError(
                 f"delta for version {ref.version} has pages of {delta.page_size} bytes in a "
@@ -231,12 +232,12 @@ class Puller:
                 f"does not start from the pages it is applied to (expected "
                 f"{ref.base_checksum}, have {checksum_hex(hashes.checksum)})"
             )
-        if hashes.missing_growth(delta.pages, delta.page_count):
-            raise bad("grows the database without carrying the pages it adds")
-        if checksum_hex(hashes.checksum_after(delta.pages, delta.page_count)) != ref.checksum:
+        fmt.check_delta_growth(ref, delta, hashes.count, where=ref.key or f"v{ref.version}")
+        new = hashes.checksum_after(delta.pages, delta.page_count, delta.page_size)
+        if checksum_hex(new) != ref.checksum:
             raise bad("produces pages that fail their checksum")
         if apply:
-            hashes.apply(delta.pages, delta.page_count)
+            hashes.apply(delta.pages, delta.page_count, delta.page_size)
 
     def _download_image(self, manifest: fmt.Manifest, etag: str, raw: bytes) -> _Download:
         r = self.r
@@ -249,7 +250,9 @@ class Puller:
                 packed = image + ".zst"
                 try:
                     r.storage.get_file(snap.key, packed)
-                    fmt.read_snapshot(packed, image, snap, where=snap.key)
+                    fmt.read_snapshot(
+                        packed, image, snap, where=snap.key, page_size=manifest.page_size
+                    )
                 except NotFoundError as exc:
                     raise CorruptionError(
                         f"snapshot {snap.key!r} named by the manifest is missing; run "
@@ -322,7 +325,7 @@ class Puller:
             local.checkpoint(required=True)
             for _ref, delta in d.deltas:
                 write_pages(local.db_path, delta.pages, delta.page_count, delta.page_size)
-                local.hashes.apply(delta.pages, delta.page_count)
+                local.hashes.apply(delta.pages, delta.page_count, delta.page_size)
             if d.deltas:
                 local.invalidate_caches()
         local.adopt(m, d.etag, d.raw)
