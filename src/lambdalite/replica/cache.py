@@ -59,8 +59,19 @@ class CacheDir:
 
     @property
     def db_path(self) -> str:
-        name = "db.sqlite" if self.generation == 0 else f"db.{self.generation}.sqlite"
+        return self.db_path_of(self.generation)
+
+    def db_path_of(self, generation: int) -> str:
+        name = "db.sqlite" if generation == 0 else f"db.{generation}.sqlite"
         return os.path.join(self.path, name)
+
+    def remove_generation(self, generation: int) -> None:
+        """Delete the files of a discarded local copy that no connection uses any more."""
+        if generation == self.generation:
+            return
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.db_path_of(generation) + suffix)
 
     @property
     def wal_path(self) -> str:

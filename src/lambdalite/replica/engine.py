@@ -173,6 +173,9 @@ class Replica:
             raw.close()  # first: it raises when called from the wrong thread
             self._raw_generation.pop(id(raw), None)
             self._open_raw[generation] = left
+            if left == 0 and generation != self.cache.generation:
+                del self._open_raw[generation]
+                self.cache.remove_generation(generation)  # a discarded copy, now unused
             if not last or self.local.needs_image:
                 return
             if stray:

@@ -594,6 +594,8 @@ class ChaosResult:
     seed: int
     faults: dict[str, int] = field(default_factory=dict)
     kills: int = 0
+    warm_restarts: int = 0
+    """Kills whose replacement reused the killed instance's cache dir."""
     stops: int = 0
     forced_stops: int = 0
     """Workers that did not stop within ``stop_timeout`` of SIGTERM and were SIGKILLed."""
@@ -646,7 +648,7 @@ class ChaosResult:
             ("writers", str(self.writers)),
             ("duration", f"{self.minutes:.1f} min (seed {self.seed})"),
             ("faults injected", by_kind(self.faults)),
-            ("SIGKILL (replaced by a cold instance)", str(self.kills)),
+            ("SIGKILL (replaced by a new instance)", f"{self.kills} ({self.warm_restarts} warm)"),
             ("SIGSTOP / SIGCONT", str(self.stops)),
             ("transactions attempted", str(self.attempted)),
             ("acknowledged", str(self.acknowledged)),
@@ -672,6 +674,7 @@ class ChaosResult:
                 f"{self.versions_restorable} / {self.versions_checked} / {self.versions_retained}"
                 f" ({sample}; current {self.current_version})",
             ),
+            ("workers crashed / SIGKILLed at the end", f"{self.crashes} / {self.forced_stops}"),
             ("violations", str(len(self.violations)) if self.violations else "none"),
         ]
         lines = ["| metric | value |", "|---|---|"]
@@ -706,6 +709,7 @@ class _Fleet:
         self.slots: list[_Instance | None] = [None] * config.writers
         self.journals: list[str] = []
         self.kills = 0
+        self.warm = 0
         self.stops = 0
         self.forced = 0
         self.crashes: list[str] = []
@@ -781,6 +785,7 @@ class _Fleet:
         )
         self._ended(inst)
         warm = self.rng.random() < self.config.warm_restarts
+        self.warm += warm
         self.start(inst.slot, inst.generation + 1, inst.cache_dir if warm else None)
 
     def freeze_one(self, now: float) -> None:
@@ -825,7 +830,8 @@ class _Fleet:
         for inst in self.live():
             try:
                 code = inst.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                if code != 0:
+                # -SIGTERM: it was still starting (before its handler): it began nothing
+                if code not in (0, -signal.SIGTERM):
                     self.crashes.append(
                         f"worker {inst.name} stopped with code {code}: " + _tail(inst.log)
                     )
@@ -926,6 +932,7 @@ def run_chaos(config: ChaosConfig) -> ChaosResult:
         seed=config.seed,
         faults=faults,
         kills=fleet.kills,
+        warm_restarts=fleet.warm,
         stops=fleet.stops,
         forced_stops=fleet.forced,
         crashes=len(fleet.crashes),
