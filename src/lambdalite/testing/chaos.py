@@ -95,6 +95,7 @@ from lambdalite.testing.s3proxy import FaultKind, FaultProxy
 
 __all__ = [
     "DEFAULT_RATES",
+    "SCHEMA",
     "ChaosConfig",
     "ChaosResult",
     "Evaluation",
