@@ -471,15 +471,24 @@ class Connection:
         autocommit mode: SQLite cannot commit while a statement is active).
         """
         self._check_open()
-        self._refresh()
-        raw = self._ensure_raw()
         first = params
         if many:
             params = list(params)
             if not params:
                 return None
             first = params[0]
-        info = self._info(raw, sql, first)
+        try:
+            raw = self._ensure_raw()
+            info = self._info(raw, sql, first)
+        except sqlite3.DatabaseError:
+            # compiled against a schema older than the remote's (a table created elsewhere),
+            # or a local copy in need of repair: pull (which checks it), then ask again
+            self._refresh()
+            raw = self._ensure_raw()
+            info = self._info(raw, sql, first)
+        if not info.local:
+            self._refresh()  # statements that read nothing of the database cost no round trip
+            raw = self._ensure_raw()
         try:
             with self._guarded(raw, info.guarded):
                 return self._dispatch(cursor._make_raw(), sql, params, many, info)

@@ -65,6 +65,7 @@ class StatementInfo:
     renames: bool = False  # changes what names resolve to (DDL on any database, ATTACH, DETACH)
     guarded: bool = False  # not explainable: run with writes to the main database refused
     setting: bool = False  # a PRAGMA that sets up the connection (replayed when it is reopened)
+    local: bool = False  # reads nothing of the main database (SELECT 1, connection PRAGMAs)
     reset: str | None = None  # SQL undoing what preparing a forbidden statement already did
 
     @property
@@ -94,6 +95,8 @@ def classify(raw: sqlite3.Connection, sql: str, params: Any = ()) -> StatementIn
 def _from_program(rows: Sequence[Sequence[Any]]) -> StatementInfo:
     info = _kind_of(rows)
     opcodes = {row[1] for row in rows}
+    if info.kind is Kind.READ and not any(r[1] == "Transaction" and r[2] == 0 for r in rows):
+        info = replace(info, local=True)  # no snapshot of the main database: no pull needed
     if "Expire" in opcodes and "Transaction" not in opcodes:
         # a PRAGMA acting on the connection only; SQLite applies most of them while
         # preparing the statement, so EXPLAIN itself already did what it says

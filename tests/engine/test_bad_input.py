@@ -74,5 +74,5 @@ def test_wrong_endpoint_is_a_storage_error(tmp_path: Path) -> None:
         cache_dir=str(tmp_path / "c"),
     )
     with pytest.raises(StorageError, match=f"127.0.0.1:{port}"):
-        conn.execute("SELECT 1")
+        conn.execute("SELECT count(*) FROM sqlite_master")  # reads the database: a pull
     conn.close()

@@ -381,3 +381,23 @@ def test_cursor_keeps_counts_after_close(instance: Instance) -> None:
     cur.execute("INSERT INTO t VALUES (1)")
     cur.close()
     assert (cur.lastrowid, cur.rowcount) == (1, 1)
+
+
+def test_statements_that_read_nothing_of_the_database_cost_no_round_trip(
+    instance: Instance,
+) -> None:
+    """Connection setup (Django runs these on every connection) never waits for the remote."""
+    a = instance("a", isolation_level=None)
+    a.execute("CREATE TABLE t(x)")
+    before = a.replica.stats.requests
+    for sql in (
+        "SELECT 1",
+        "PRAGMA foreign_keys = ON",
+        "PRAGMA legacy_alter_table = OFF",
+        "SELECT sqlite_compileoption_used(?)",
+        "CREATE TEMP TABLE IF NOT EXISTS scratch(y)",
+    ):
+        a.execute(sql, ("ENABLE_FTS5",) if "?" in sql else ())
+    assert a.replica.stats.requests == before
+    a.execute("SELECT count(*) FROM t")  # this one reads the database: one conditional GET
+    assert a.replica.stats.requests == before + 1
