@@ -62,8 +62,11 @@ def test_defaults_in_replica_mode() -> None:
     assert s.database is None
     assert s.cache_dir == os.path.join(tempfile.gettempdir(), "lambdalite")
     assert (s.max_staleness, s.endpoint_url, s.region) == (0.0, None, None)
-    assert (s.lock, s.lock_key, s.lock_expiration, s.lock_max_attempts) == ("none", None, 30.0, 10)
-    assert (s.timeout, s.transaction_mode) == (5.0, "DEFERRED")
+    # writers wait their turn by default (the manifest's lease), one timeout sized for a web
+    # request governs the wait, and no attempt count runs out first
+    assert (s.lock, s.lock_key, s.lock_expiration, s.lock_max_attempts) == (
+        "manifest", None, 10.0, None)
+    assert (s.timeout, s.transaction_mode) == (15.0, "DEFERRED")
     assert (s.inline_delta_max, s.compact_after_deltas, s.compact_after_bytes) == (
         65536, 64, 1024 * 1024)
     assert s.retention == 7 * 86400.0
@@ -73,8 +76,8 @@ def test_defaults_in_replica_mode() -> None:
 def test_defaults_in_shared_file_mode() -> None:
     s = build("/mnt/efs/app.db")
     assert (s.mode, s.database, s.remote) == ("shared-file", "/mnt/efs/app.db", "file:///mnt/efs/app.db")
-    assert s.lock == "file"
-    assert s.timeout == 5.0
+    assert (s.lock, s.lock_expiration) == ("file", 30.0)
+    assert s.timeout == 15.0
 
 
 # -- precedence -----------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ def test_explicit_none_falls_through() -> None:
 
 
 def test_empty_environment_variable_counts_as_unset() -> None:
-    assert build(LAMBDALITE_TIMEOUT="").timeout == 5.0
+    assert build(LAMBDALITE_TIMEOUT="").timeout == 15.0
 
 
 def test_os_environ_is_the_default_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,7 +186,8 @@ def test_path_objects_are_accepted() -> None:
 
 def test_plain_path_with_mode_replica_is_a_folder_remote() -> None:
     s = build("/srv/remote", {"mode": "replica"})
-    assert (s.remote, s.mode, s.database, s.lock) == ("file:///srv/remote", "replica", None, "none")
+    assert (s.remote, s.mode, s.database, s.lock) == (
+        "file:///srv/remote", "replica", None, "manifest")
 
 
 def test_mode_from_environment() -> None:
@@ -236,7 +240,8 @@ def test_unknown_lambdalite_environment_variable() -> None:
 
 
 def test_tooling_and_foreign_environment_variables_are_ignored() -> None:
-    assert build(LAMBDALITE_SKIP_DYNAMODB="1", SQLITE_LOCK_OTHER="x", PATH="/bin").lock == "none"
+    env = {"LAMBDALITE_SKIP_DYNAMODB": "1", "SQLITE_LOCK_OTHER": "x", "PATH": "/bin"}
+    assert build(**env).lock == "manifest"
 
 
 @pytest.mark.parametrize(
@@ -336,7 +341,7 @@ def test_replace_validates_and_keeps_the_rest() -> None:
     s = build(f"{S3}?region=eu-west-1")
     t = s.replace(timeout="2s", lock="s3")
     assert (t.timeout, t.lock, t.region, t.remote) == (2.0, "s3", "eu-west-1", S3)
-    assert s.timeout == 5.0
+    assert s.timeout == 15.0
     with pytest.raises(ConfigurationError) as info:
         s.replace(timeout="-1")
     assert info.value.key == "timeout"
@@ -351,7 +356,7 @@ def test_replace_validates_and_keeps_the_rest() -> None:
 def test_replace_none_resets_to_default() -> None:
     s = build(S3, {"region": "eu-west-1", "timeout": 9})
     t = s.replace(region=None, timeout=None)
-    assert (t.region, t.timeout) == (None, 5.0)
+    assert (t.region, t.timeout) == (None, 15.0)
 
 
 def test_replace_in_shared_file_mode_keeps_the_mode_and_the_minimum() -> None:

@@ -156,7 +156,7 @@ def replica_for(settings: Settings) -> Replica:
 
     def make() -> Replica:
         lock = None
-        if settings.lock != "none":
+        if settings.lock not in ("none", "manifest"):
             from lambdalite.locks import lock_for_settings
 
             def lock(storage: Storage) -> Lock:
@@ -172,6 +172,8 @@ def replica_for(settings: Settings) -> Replica:
                 inline_delta_max=settings.inline_delta_max,
                 compact_after_deltas=settings.compact_after_deltas,
                 compact_after_bytes=settings.compact_after_bytes,
+                write_lease=settings.lock == "manifest",
+                lease_duration=settings.lock_expiration,
             ),
             lock=lock,
         )

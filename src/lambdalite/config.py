@@ -64,7 +64,7 @@ _FALSE = ("0", "false", "no", "off")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _DYNAMODB_TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _REGION = re.compile(r"[a-z0-9-]+")
-_LOCK_KINDS = ("none", "file", "s3", "object", "memory")
+_LOCK_KINDS = ("manifest", "none", "file", "s3", "object", "memory")
 # Characters left unencoded in the path of a normalized remote URL (beyond letters, digits, "_.-~").
 _PATH_SAFE = "/:@!$&'()*+,;="
 
@@ -214,7 +214,7 @@ def _parse_lock(value: object, key: str) -> str:
         if _DYNAMODB_TABLE.fullmatch(table):
             return "dynamodb://" + table
         raise _invalid(key, value, "dynamodb://TABLE, a table name of 3-255 of A-Z a-z 0-9 _ . -")
-    expected = "none, file, s3, object, memory or dynamodb://TABLE"
+    expected = "manifest, none, file, s3, object, memory or dynamodb://TABLE"
     raise _invalid(key, value, expected, (*_LOCK_KINDS, "dynamodb://"))
 
 
@@ -222,7 +222,11 @@ def _parse_lock(value: object, key: str) -> str:
 
 
 def _default_lock(mode: str) -> str:
-    return "file" if mode == "shared-file" else "none"
+    return "file" if mode == "shared-file" else "manifest"
+
+
+def _default_lock_expiration(mode: str) -> float:
+    return 30.0 if mode == "shared-file" else 10.0
 
 
 def _default_cache_dir(mode: str) -> str:
@@ -264,16 +268,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("endpoint_url", None, _parse_endpoint, "S3 endpoint URL, for S3-compatible stores"),
     Option("region", None, _parse_region, "AWS region of the bucket and the DynamoDB lock table"),
     Option("lock", _default_lock, _parse_lock,
-           "none, file, s3, object, memory or dynamodb://TABLE (default: none in replica mode, "
-           "file in shared-file mode)", ("SQLITE_LOCK_DYNAMODB_TABLE",)),
+           "manifest, none, file, s3, object, memory or dynamodb://TABLE (default: manifest, the "
+           "write lease kept in the manifest itself, in replica mode; file in shared-file mode)",
+           ("SQLITE_LOCK_DYNAMODB_TABLE",)),
     Option("lock_key", None, _parse_text,
            "name of the lock item (default: derived from the remote)"),
-    Option("lock_expiration", 30.0, _duration(positive=True),
-           "seconds a lease lasts unless renewed", ("SQLITE_LOCK_EXPIRATION",)),
-    Option("lock_max_attempts", 10, _integer(1),
-           "attempts to take the lock before giving up", ("SQLITE_LOCK_MAX_ATTEMPTS",)),
-    Option("timeout", 5.0, _duration(),
-           "seconds to wait for a lock (in shared-file mode at least 3)"),
+    Option("lock_expiration", _default_lock_expiration, _duration(positive=True),
+           "seconds a lease lasts unless renewed: how long a dead holder keeps writers waiting "
+           "(default 10 in replica mode, 30 in shared-file mode)", ("SQLITE_LOCK_EXPIRATION",)),
+    Option("lock_max_attempts", None, _integer(1),
+           "attempts to take the lock before giving up (default: as many as `timeout` allows)",
+           ("SQLITE_LOCK_MAX_ATTEMPTS",)),
+    Option("timeout", 15.0, _duration(),
+           "seconds a transaction waits for its turn to write (and for the process's other "
+           "connections); sized for a web request; in shared-file mode at least 3"),
     Option("transaction_mode", "DEFERRED", _choice("DEFERRED", "IMMEDIATE", "EXCLUSIVE"),
            "BEGIN mode: DEFERRED takes the lock at the first write, IMMEDIATE/EXCLUSIVE at BEGIN"),
     Option("inline_delta_max", 64 * 1024, _integer(0, _MIB),
@@ -431,6 +439,10 @@ def _resolve_remote(
 
 
 def _check_combination(settings: Settings) -> None:
+    if settings.mode == "shared-file" and settings.lock == "manifest":
+        raise ConfigurationError(
+            "invalid value for lock: 'manifest'; shared-file mode has no manifest to keep the "
+            "write lease in: use file or dynamodb://TABLE", key="lock")
     if settings.mode == "shared-file" and settings.lock == "none":
         raise ConfigurationError(
             "invalid value for lock: 'none'; shared-file mode writes the database in place and "
@@ -462,7 +474,7 @@ class Settings:
     lock: str
     lock_key: str | None
     lock_expiration: float
-    lock_max_attempts: int
+    lock_max_attempts: int | None
     timeout: float
     transaction_mode: TransactionMode
     inline_delta_max: int

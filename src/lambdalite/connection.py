@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lambdalite.cursor import Cursor
+from lambdalite.cursor import Cursor, note_conflict
 from lambdalite.errors import ConflictError
 from lambdalite.statements import Kind, StatementCache, StatementInfo, classify, split_script
 
@@ -334,7 +334,11 @@ class Connection:
         self._check_open()
         if self._autocommit is True:
             return  # autocommit mode: commit() does nothing, as in sqlite3
-        self._commit()
+        try:
+            self._commit()
+        except BaseException as exc:
+            note_conflict(exc)
+            raise
         if self._autocommit is False:
             self._pending_begin = True
 

@@ -14,6 +14,9 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from lambdalite.errors import ConflictError
+from lambdalite.scope import current_scope
+
 if TYPE_CHECKING:
     from lambdalite.connection import Connection
 
@@ -85,8 +88,9 @@ class Cursor:
         self._start()
         try:
             rows = self._conn._run(self, sql, parameters, many=False)
-        except BaseException:
+        except BaseException as exc:
             self._set_active(False)
+            note_conflict(exc)
             raise
         if rows is not None:
             self._buffer = rows  # already read: the statement holds no snapshot
@@ -99,6 +103,9 @@ class Cursor:
         self._start()
         try:
             self._conn._run(self, sql, seq_of_parameters, many=True)
+        except BaseException as exc:
+            note_conflict(exc)
+            raise
         finally:
             self._set_active(False)
         return self
@@ -107,6 +114,9 @@ class Cursor:
         self._start()
         try:
             self._conn._executescript(self, sql_script)
+        except BaseException as exc:
+            note_conflict(exc)
+            raise
         finally:
             self._set_active(False)
         return self
@@ -169,6 +179,14 @@ class Cursor:
 
     def setoutputsize(self, size: int, column: int | None = None) -> None:
         pass
+
+
+def note_conflict(exc: BaseException) -> None:
+    """Count a ConflictError in the request being served (the retry middlewares read it)."""
+    if isinstance(exc, ConflictError):
+        scope = current_scope()
+        if scope is not None:
+            scope.conflicts += 1
 
 
 def _cursor_gone(conn_ref: weakref.ref[Connection], cid: int) -> None:

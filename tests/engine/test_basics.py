@@ -98,11 +98,13 @@ def test_small_write_is_one_put(instance: Instance) -> None:
     a.commit()
     before = a.replica.stats.copy()
     a.execute("BEGIN")
-    a.execute("INSERT INTO t VALUES (1)")
+    a.execute("INSERT INTO t VALUES (1)")  # the first write takes the write lease: one PUT
+    at_commit = a.replica.stats.copy()
     a.commit()
-    cost = a.replica.stats - before
-    assert cost.puts == 1  # the manifest, with the delta inline
-    assert cost.gets == 1  # the conditional GET at BEGIN
+    cost = a.replica.stats - at_commit
+    assert (cost.puts, cost.gets) == (1, 0)  # the manifest, with the delta inline
+    whole = a.replica.stats - before
+    assert (whole.gets, whole.puts) == (1, 2)  # the conditional GET at BEGIN, lease, publish
 
 
 def test_isolation_level_none_autocommits_each_write(instance: Instance) -> None:
@@ -160,7 +162,8 @@ def test_executescript_is_one_transaction(instance: Instance) -> None:
         INSERT INTO t VALUES (2);
         """
     )
-    assert (a.replica.stats - before).puts == 1
+    assert (a.replica.stats - before).puts == 2  # the write lease, then one publish
+    assert a.replica.version == 1  # one version
     assert b.execute("SELECT x FROM t ORDER BY rowid").fetchall() == [("a;b",), (2,)]
     with pytest.raises(sqlite3.OperationalError):
         a.executescript("INSERT INTO t VALUES (3); INSERT INTO nope VALUES (4);")

@@ -22,6 +22,7 @@ import pytest
 import lambdalite
 from lambdalite.admin import verify
 from lambdalite.config import Settings
+from lambdalite.replica import format as fmt
 from lambdalite.storage import open_storage
 from tests.engine.conftest import Instance
 
@@ -43,10 +44,12 @@ def _check_remote(remote: str, tmp_path: Path, name: str) -> list[tuple[object, 
     return rows
 
 
-def _manifest(remote: str) -> bytes:
+def _manifest(remote: str) -> tuple[str, int, str]:
+    """What the remote publishes: (lineage, version, checksum); the write lease may change."""
     blob = open_storage(remote).get("manifest")
     assert blob is not None
-    return blob.data
+    m = fmt.decode_manifest(blob.data)
+    return m.lineage, m.version, m.checksum
 
 
 # ---------------------------------------------------------------------------- item 6

@@ -47,7 +47,7 @@ def open_lock(
     endpoint_url: str | None = None,
     region: str | None = None,
     expiration: float = 30.0,
-    max_attempts: int = 10,
+    max_attempts: int | None = None,
     clock: Callable[[], float] = time.time,
     owner: str | None = None,
 ) -> Lock:
@@ -65,9 +65,10 @@ def open_lock(
         raise ConfigurationError(
             f"invalid lock expiration {expiration!r}: expected seconds > 0", key="lock_expiration"
         )
-    if not isinstance(max_attempts, int) or max_attempts < 1:
+    if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
         raise ConfigurationError(
-            f"invalid lock max attempts {max_attempts!r}: expected an integer >= 1",
+            f"invalid lock max attempts {max_attempts!r}: expected an integer >= 1 (or None: "
+            "as many as the timeout allows)",
             key="lock_max_attempts",
         )
     common: dict[str, Any] = {

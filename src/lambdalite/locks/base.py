@@ -24,7 +24,7 @@ A lease carries:
 
 Every backend subclasses :class:`LeaseLock`, which holds what they share: the
 acquire loop (capped exponential backoff with full jitter, bounded by the timeout
-and by ``max_attempts``; contention ends in :class:`~lambdalite.errors.LockTimeoutError`
+and by ``max_attempts`` when set; contention ends in :class:`~lambdalite.errors.LockTimeoutError`
 naming the holder; any other error fails at once), the owner checks and
 :meth:`LeaseLock.ensure` (renew inline when close to expiry: no heartbeat threads,
 since a frozen Lambda cannot run them).
@@ -206,7 +206,7 @@ class LeaseLock(ABC):
         key: str,
         *,
         expiration: float = 30.0,
-        max_attempts: int = 10,
+        max_attempts: int | None = None,
         clock: Clock = time.time,
         owner: str | None = None,
         backoff: Backoff | None = None,
@@ -216,8 +216,8 @@ class LeaseLock(ABC):
             raise ValueError("a lock needs a non-empty key")
         if not expiration > 0 or not math.isfinite(expiration):
             raise ValueError(f"lock expiration must be a finite number > 0, not {expiration!r}")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, not {max_attempts!r}")
+        if max_attempts is not None and max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1 or None, not {max_attempts!r}")
         self._key = key
         self._owner = owner or new_owner_id()
         self._expiration = float(expiration)
@@ -267,7 +267,7 @@ class LeaseLock(ABC):
                     return result
                 holder = result.holder or holder
             remaining = deadline - time.monotonic()
-            if attempts >= self.max_attempts or remaining <= 0:
+            if remaining <= 0 or (self.max_attempts is not None and attempts >= self.max_attempts):
                 break
             self._sleep(min(self.backoff.delay(attempts - 1), remaining))
         elapsed = time.monotonic() - start

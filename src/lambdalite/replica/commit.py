@@ -47,13 +47,13 @@ from lambdalite.errors import (
     ConflictError,
     LambdaliteError,
     LocalCopyError,
-    NotFoundError,
     PreconditionFailedError,
     StorageError,
     TransientStorageError,
 )
 from lambdalite.replica import format as fmt
 from lambdalite.replica.heal import Undo
+from lambdalite.replica.lease import LeaseKeeper, handoff
 from lambdalite.replica.local import file_id
 from lambdalite.replica.pages import (
     WalFrame,
@@ -70,6 +70,7 @@ from lambdalite.replica.writes import (
     read_quietly,
     settle_by_reading,
 )
+from lambdalite.scope import current_scope
 
 if TYPE_CHECKING:
     import sqlite3
@@ -124,6 +125,8 @@ class Committer:
         self._write_pos = WalPosition.empty()
         self._generation = 0
         self._wal_file: tuple[int, int] | None = None
+        opts = replica.options
+        self.lease = LeaseKeeper(replica, opts.lease_duration) if opts.write_lease else None
 
     # ------------------------------------------------------------------ 1. begin
 
@@ -146,17 +149,16 @@ class Committer:
                     f"transaction read version {snapshot_version}; retry the transaction"
                 )
             self._check_local(token, snapshot_version, timeout)
-            if r.lock is not None:
+            if self.lease is not None:  # wait for our turn, then build on the newest version
+                claim = self.lease.acquire(max(deadline - time.monotonic(), 0.0))
+                self.lease.catch_up(token, claim, snapshot_version, timeout)
+            elif r.lock is not None:
                 self._lease = r.lock.acquire(max(deadline - time.monotonic(), 0.0))
-                try:
-                    if snapshot_version is None:
-                        r.confirmed_at = float("-inf")
-                        r.puller.refresh(token, max_staleness=0, timeout=timeout)
-                    else:
-                        self._check_remote_unchanged()
-                except BaseException:
-                    self._release_lease()
-                    raise
+                if snapshot_version is None:
+                    r.confirmed_at = float("-inf")
+                    r.puller.refresh(token, max_staleness=0, timeout=timeout)
+                else:
+                    r.puller.check_unchanged(self._rebasable)
             with r.gate.cond:
                 self._write_pos = read_wal(r.local.wal_path).position
                 self._generation = r.cache.generation
@@ -165,6 +167,7 @@ class Committer:
                     self._doubt("its WAL holds committed changes that were never published")
             self._writer = token
         except BaseException:
+            self._release_lease()
             self._mutex.release()
             raise
 
@@ -183,26 +186,6 @@ class Committer:
                 "pulled again: retry the transaction"
             )
         r.puller.refresh(token, max_staleness=0, timeout=timeout)  # nothing read yet: heal now
-
-    def _check_remote_unchanged(self) -> None:
-        r, local = self.r, self.r.local
-        try:
-            blob = r.storage.get(fmt.MANIFEST_KEY, if_none_match=local.etag)
-        except NotFoundError:
-            if local.etag is None:
-                return  # still no database anywhere: nothing to conflict with
-            raise
-        if blob is None:
-            return
-        current = fmt.decode_manifest(blob.data)
-        if not self._rebasable(current):
-            raise ConflictError(
-                f"another instance committed version {current.version} after this transaction "
-                f"read version {local.version}; retry the transaction"
-            )
-        with r.gate.cond:  # a compaction changed how the same version is stored
-            local.adopt(current, blob.etag, blob.data)
-            local.save_state()
 
     # ------------------------------------------------------------------ 2. commit
 
@@ -253,6 +236,8 @@ class Committer:
         self._mutex.release()
 
     def _release_lease(self) -> None:  # never fails: an unreleased lease expires
+        if self.lease is not None:
+            self.lease.release()
         lease, self._lease = self._lease, None
         if lease is not None and self.r.lock is not None:
             try:
@@ -385,8 +370,13 @@ class Committer:
         assert nonce is not None
         maybe_sent = False  # a request of ours that may still land is out there
         error: StorageError | None = None
+        lease_after, lease_of = handoff(self.lease, base), base
         for attempt in range(ATTEMPTS):
-            manifest = fmt.with_delta(base, ref, writer=r.writer_id, page_size=change.page_size)
+            if lease_of is not base:  # the same bytes for the same base: computed once
+                lease_after, lease_of = handoff(self.lease, base), base
+            manifest = fmt.with_delta(
+                base, ref, writer=r.writer_id, page_size=change.page_size, lease=lease_after
+            )
             raw = fmt.encode_manifest(manifest)  # the same bytes for the same base: retry-safe
             fmt.decode_manifest(raw)  # never publish what a reader would refuse
             try:
@@ -395,6 +385,8 @@ class Committer:
                 else:
                     etag = r.storage.put(fmt.MANIFEST_KEY, raw, if_match=base_etag)
                 crash_point("after-manifest")
+                if self.lease is not None:
+                    self.lease.done()  # handed over by this very write
                 return _Published(manifest, raw, etag)
             except PreconditionFailedError as exc:
                 error = exc
@@ -420,6 +412,8 @@ class Committer:
             if verdict.outcome == "landed":
                 assert verdict.current is not None
                 current = verdict.current
+                if self.lease is not None:
+                    self.lease.done()
                 if current[0].nonce == nonce:
                     return _Published(current[0], current[2], current[1])
                 return _Published(manifest, raw, UNKNOWN_ETAG)  # later commits followed ours
@@ -454,9 +448,12 @@ class Committer:
         ) from error
 
     def _rebasable(self, current: fmt.Manifest, base: fmt.Manifest | None = None) -> bool:
-        """Whether ``current`` is the base version, only stored differently (compacted)."""
+        """Whether ``current`` is the base version, only stored differently (compacted, or a
+        waiter joined the queue), and the write lease, if we hold one, is still ours."""
         local = self.r.local
         base = base or local.manifest
+        if self.lease is not None and not self.lease.still_ours(current):
+            return False  # the lease expired and was taken over: fenced, do not publish
         return (
             base is not None
             and current.lineage == base.lineage
@@ -469,6 +466,8 @@ class Committer:
     def _adopt(self, change: _Change, published: _Published) -> None:
         """The commit is durable: the published base advances. Nothing here may fail it."""
         r, local = self.r, self.r.local
+        if (scope := current_scope()) is not None:  # the client's bookmark: this version
+            scope.wrote(r.remote, published.manifest.lineage, published.manifest.version)
         with r.gate.cond:
             local.adopt(published.manifest, published.etag, published.raw)
             local.hashes.apply(change.pages, change.page_count, change.page_size)

@@ -55,6 +55,8 @@ class EngineOptions:
     inline_delta_max: int = 65536
     compact_after_deltas: int = 64
     compact_after_bytes: int = 1024 * 1024
+    write_lease: bool = False  # writers wait their turn (the manifest's lease: replica/lease.py)
+    lease_duration: float = 10.0  # seconds a dead or frozen holder keeps the others waiting
 
 
 class Replica:

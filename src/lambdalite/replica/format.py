@@ -51,9 +51,12 @@ __all__ = [
     "DeltaRef",
     "Manifest",
     "SnapshotRef",
+    "Waiter",
+    "WriteLease",
     "check_delta_growth",
     "decode_delta",
     "decode_manifest",
+    "empty_manifest",
     "encode_delta",
     "encode_manifest",
     "new_nonce",
@@ -145,6 +148,34 @@ class DeltaRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Waiter:
+    """A write transaction waiting for the write lease (see :class:`WriteLease`)."""
+
+    ticket: str  # random, one per waiting transaction
+    owner: str  # the writer (host:pid), for people reading the manifest
+    since: float  # when it joined the queue or last said it still waits (POSIX seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteLease:
+    """Who may publish the next version: the manifest is its own lock (DESIGN §8).
+
+    A writer *claims* the lease by writing the manifest (same version) with
+    itself as holder, conditioned on the ETag it read; it *publishes* its commit
+    with the next holder in the lease (the head of ``queue``), so handing over
+    costs no request; a waiter joins ``queue`` with one conditional write and
+    polls. Fencing stays in the storage: a holder that froze past
+    ``expires_at`` and was replaced finds the ETag moved and cannot publish.
+    Old readers ignore the field (safety never depends on it, only liveness).
+    """
+
+    ticket: str
+    owner: str
+    expires_at: float
+    queue: tuple[Waiter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     lineage: str
     version: int
@@ -159,6 +190,7 @@ class Manifest:
     previous: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     base: BaseRef | None = None  # set after a rollover: the deltas start at base.version
+    lease: WriteLease | None = None  # who may publish the next version (None: anyone)
 
     @property
     def base_version(self) -> int:
@@ -203,10 +235,18 @@ class Manifest:
         return replace(self, **changes)
 
 
-def with_delta(base: Manifest | None, ref: DeltaRef, *, writer: str, page_size: int) -> Manifest:
+def with_delta(
+    base: Manifest | None,
+    ref: DeltaRef,
+    *,
+    writer: str,
+    page_size: int,
+    lease: WriteLease | None = None,
+) -> Manifest:
     """The manifest of version ``ref.version``: ``base`` plus the delta ``ref`` (published with
-    the nonce ``ref.nonce``; the first version's lineage is that nonce). Deterministic: the
-    same arguments give the same bytes, so a write whose answer was lost can be resent."""
+    the nonce ``ref.nonce``; the first version's lineage is that nonce), handing the write
+    lease to ``lease``. Deterministic: the same arguments give the same bytes, so a write
+    whose answer was lost can be resent."""
     assert ref.nonce is not None
     return Manifest(
         lineage=base.lineage if base else ref.nonce,
@@ -221,6 +261,24 @@ def with_delta(base: Manifest | None, ref: DeltaRef, *, writer: str, page_size: 
         deltas=(base.deltas if base else ()) + (ref,),
         previous=base.previous if base else None,
         base=base.base if base else None,
+        lease=lease,
+    )
+
+
+def empty_manifest(*, writer: str, now: float, lease: WriteLease | None) -> Manifest:
+    """Version 0 of a new database: no pages yet (written to hold the first write lease)."""
+    nonce = new_nonce()
+    return Manifest(
+        lineage=nonce,
+        version=0,
+        nonce=nonce,
+        committed_at=now,
+        writer=writer,
+        page_size=4096,
+        page_count=0,
+        checksum=EMPTY_CHECKSUM,
+        snapshot=None,
+        lease=lease,
     )
 
 
@@ -249,6 +307,15 @@ def encode_manifest(m: Manifest) -> bytes:
             "archive": m.base.archive,
             "segments": m.base.segments,
             "delta_bytes": m.base.delta_bytes,
+        }
+    if m.lease is not None:  # absent when unused; readers that do not know it ignore it
+        body["lease"] = {
+            "ticket": m.lease.ticket,
+            "owner": m.lease.owner,
+            "expires_at": m.lease.expires_at,
+            "queue": [
+                {"ticket": w.ticket, "owner": w.owner, "since": w.since} for w in m.lease.queue
+            ],
         }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     body["digest"] = _sha256(canonical)
@@ -405,6 +472,7 @@ def _parse_manifest(body: dict[str, Any]) -> Manifest:
     f = _Fields(body, "")
     snap, deltas = f.get("snapshot"), f.get("deltas")
     base, extra = f.get("base", optional=True), f.get("extra", optional=True)
+    lease = f.get("lease", optional=True)
     if not isinstance(deltas, list):
         raise _FieldError("deltas", f"is {_show(deltas)}, not a list")
     if extra is not None and not isinstance(extra, dict):
@@ -426,6 +494,37 @@ def _parse_manifest(body: dict[str, Any]) -> Manifest:
         previous=f.opt_text("previous"),
         extra=extra or {},
         base=_parse_base(base) if base is not None else None,
+        lease=_parse_lease(lease) if lease is not None else None,
+    )
+
+
+_LEASE_FIELDS = frozenset(("ticket", "owner", "expires_at", "queue"))
+_WAITER_FIELDS = frozenset(("ticket", "owner", "since"))
+MAX_WAITERS = 1024
+
+
+def _parse_lease(obj: Any) -> WriteLease:
+    f = _Fields(obj, "lease", _LEASE_FIELDS)
+    queue = f.get("queue")
+    if not isinstance(queue, list):
+        raise _FieldError("lease.queue", f"is {_show(queue)}, not a list")
+    if len(queue) > MAX_WAITERS:
+        raise _FieldError("lease.queue", f"has {len(queue)} waiters, over {MAX_WAITERS}")
+    waiters = []
+    for i, item in enumerate(queue):
+        w = _Fields(item, f"lease.queue[{i}]", _WAITER_FIELDS)
+        waiters.append(
+            Waiter(
+                ticket=w.text("ticket", _NONCE_RE, _HEX),
+                owner=w.text("owner", max_len=256),
+                since=w.time("since"),
+            )
+        )
+    return WriteLease(
+        ticket=f.text("ticket", _NONCE_RE, _HEX),
+        owner=f.text("owner", max_len=256),
+        expires_at=f.time("expires_at"),
+        queue=tuple(waiters),
     )
 
 

@@ -116,9 +116,7 @@ class PageHashes:
         """Whether ``data`` is page ``pgno`` of this version."""
         return 1 <= pgno <= self.count and page_digest(pgno, data) == self.digest(pgno)
 
-    def missing_growth(
-        self, pages: Iterable[int], new_count: int, page_size: int
-    ) -> list[int]:
+    def missing_growth(self, pages: Iterable[int], new_count: int, page_size: int) -> list[int]:
         """Pages a change to ``new_count`` pages adds without carrying (a real commit has none,
         but for SQLite's lock-byte page at 1 GiB, which it never writes: it stays zeros)."""
         carried = set(pages)
@@ -131,9 +129,7 @@ class PageHashes:
             p += 1
         return missing
 
-    def checksum_after(
-        self, pages: Mapping[int, bytes], new_count: int, page_size: int
-    ) -> int:
+    def checksum_after(self, pages: Mapping[int, bytes], new_count: int, page_size: int) -> int:
         """The checksum once ``pages`` are written and the size set to ``new_count`` pages.
 
         Every page past the current end must be in ``pages``

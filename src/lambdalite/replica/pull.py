@@ -26,14 +26,22 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lambdalite.errors import BusyError, CorruptionError, NotFoundError, StorageError
+from lambdalite.errors import (
+    BusyError,
+    ConflictError,
+    CorruptionError,
+    NotFoundError,
+    StorageError,
+)
 from lambdalite.replica import format as fmt
 from lambdalite.replica.chain import deltas_since
 from lambdalite.replica.local import Doubt
 from lambdalite.replica.pages import PageHashes, checksum_hex, copy_in_place, write_pages
+from lambdalite.scope import current_scope
 
 if TYPE_CHECKING:
     from lambdalite.replica.engine import Replica
@@ -63,12 +71,16 @@ class Puller:
 
     def refresh(self, token: int, *, max_staleness: float, timeout: float) -> None:
         """Bring the local copy to the remote's newest version."""
-        r = self.r
+        r, local = self.r, self.r.local
         r.ensure_open()
         started = time.monotonic()
-        fresh = started - r.confirmed_at <= max_staleness
-        if max_staleness > 0 and fresh and not r.local.needs_image:
-            return
+        scope = current_scope()
+        enough = scope is None or local.version >= scope.at_least(r.remote, local.lineage)
+        if not local.needs_image and enough and (
+            (max_staleness > 0 and started - r.confirmed_at <= max_staleness)
+            or (scope is not None and r.confirmed_at >= scope.started)
+        ):
+            return  # confirmed recently enough, or already in this request
         with r.refresh_mutex:
             if r.confirmed_at >= started:
                 return  # another thread checked while we waited
@@ -114,6 +126,16 @@ class Puller:
         if blob is None:
             return True
         manifest = fmt.decode_manifest(blob.data)
+        if (
+            not needs_image
+            and manifest.lineage == local.lineage
+            and manifest.version == local.version
+            and manifest.checksum == checksum_hex(local.checksum)
+        ):
+            with r.gate.cond:  # the same pages, stored anew or with another lease holder
+                local.adopt(manifest, blob.etag, blob.data)
+                local.save_state()
+            return True
         start = (local.version, local.checksum, needs_image, r.cache.generation)
         download = self._download(manifest, blob.etag, blob.data, needs_image)
         try:
@@ -141,6 +163,28 @@ class Puller:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(download.image)
         return True
+
+    def check_unchanged(self, rebasable: Callable[[fmt.Manifest], bool]) -> None:
+        """With a lock just taken: the transaction's snapshot is still the newest version, or
+        ConflictError (a compaction that only stored the same version anew is adopted)."""
+        r, local = self.r, self.r.local
+        try:
+            blob = r.storage.get(fmt.MANIFEST_KEY, if_none_match=local.etag)
+        except NotFoundError:
+            if local.etag is None:
+                return  # still no database anywhere: nothing to conflict with
+            raise
+        if blob is None:
+            return
+        current = fmt.decode_manifest(blob.data)
+        if not rebasable(current):
+            raise ConflictError(
+                f"another instance committed version {current.version} after this transaction "
+                f"read version {local.version}; retry the transaction"
+            )
+        with r.gate.cond:  # a compaction changed how the same version is stored
+            local.adopt(current, blob.etag, blob.data)
+            local.save_state()
 
     # ------------------------------------------------------------------ downloading
 

@@ -32,6 +32,7 @@ import lambdalite
 from lambdalite import dbapi
 from lambdalite.contrib.django.config import Flavor, Resolved, resolve
 from lambdalite.contrib.django.creation import DatabaseCreation
+from lambdalite.contrib.django.middleware import connect_request_signals
 from lambdalite.errors import ConfigurationError
 
 __all__ = ["DatabaseFeatures", "DatabaseWrapper", "LambdaliteCursorWrapper"]
@@ -119,6 +120,7 @@ class DatabaseWrapper(sqlite_base.DatabaseWrapper):  # type: ignore[misc]
         # here with lambdalite.connect(): same functions, same PRAGMAs, same init_command.
         params = dict(conn_params)
         target = params.pop("target")
+        connect_request_signals()  # one freshness check per request, middleware or not
         try:
             conn = lambdalite.connect(target, isolation_level=None, **params)
         except ConfigurationError as exc:

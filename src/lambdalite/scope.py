@@ -1,0 +1,135 @@
+"""Request-scoped consistency and bookmarks (DESIGN §8), the model being Cloudflare D1's sessions.
+
+Outside a scope every transaction checks the remote for a newer version (one
+conditional GET; ``max_staleness`` relaxes it). Inside a :func:`request_scope`
+the check happens once, at the first statement of the request that reads the
+database, and the rest of the request trusts it:
+
+* every read in the request sees a version at least as new as the request's
+  start, and the request's own writes (a commit advances the local copy);
+* versions never go backwards within the request; a process that serves one
+  request at a time (AWS Lambda) reads one version per request, plus its own
+  writes; with several threads, another request's pull may move the local
+  copy forward between two of this request's transactions;
+* a **bookmark** (the version a client last wrote, carried in a cookie or a
+  header by the middleware) makes the request read at least that version,
+  whichever instance serves it: read-your-writes across instances;
+* a write transaction is always checked against the newest version (the write
+  lease or the conditional write of the manifest), whatever the scope says.
+
+The framework integrations open the scope for you: the Django middleware, the
+WSGI middleware (:mod:`lambdalite.contrib.wsgi`), and, without a middleware,
+Django's ``request_started``/``request_finished`` signals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+__all__ = ["Bookmark", "RequestScope", "current_scope", "no_retry", "request_scope"]
+
+_MAX_BOOKMARKS = 8
+_ITEM = re.compile(r"([0-9a-f]{8})\.([0-9a-f]{1,64})\.([0-9]{1,19})")
+
+
+def remote_key(remote: str) -> str:
+    """Eight hex digits naming a remote in a bookmark (the URL itself stays private)."""
+    return hashlib.sha256(remote.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class Bookmark:
+    """The newest version a client wrote to one remote: ``lineage`` and ``version``."""
+
+    remote: str  # remote_key() of the remote's URL
+    lineage: str
+    version: int
+
+    def __str__(self) -> str:
+        return f"{self.remote}.{self.lineage}.{self.version}"
+
+
+def parse_bookmarks(text: str | None) -> dict[str, Bookmark]:
+    """Bookmarks from a cookie or header value; anything malformed is ignored, never an error."""
+    out: dict[str, Bookmark] = {}
+    for item in (text or "").replace(" ", "").split(",")[:_MAX_BOOKMARKS]:
+        m = _ITEM.fullmatch(item)
+        if m:
+            out[m.group(1)] = Bookmark(m.group(1), m.group(2), int(m.group(3)))
+    return out
+
+
+def format_bookmarks(bookmarks: dict[str, Bookmark]) -> str:
+    return ",".join(str(b) for b in list(bookmarks.values())[:_MAX_BOOKMARKS])
+
+
+@dataclass(slots=True)
+class RequestScope:
+    """One request (see the module docstring)."""
+
+    started: float = field(default_factory=time.monotonic)
+    bookmarks: dict[str, Bookmark] = field(default_factory=dict)
+    written: dict[str, Bookmark] = field(default_factory=dict)  # what this request committed
+    conflicts: int = 0  # ConflictErrors raised in this request (the retry middlewares read it)
+    retry: bool = True  # False: the request has effects outside the database (see no_retry)
+
+    def at_least(self, remote: str, lineage: str | None) -> int:
+        """The version this request must read at least, by its bookmark (0: none)."""
+        b = self.bookmarks.get(remote_key(remote))
+        return b.version if b is not None and b.lineage == lineage else 0
+
+    def wrote(self, remote: str, lineage: str, version: int) -> None:
+        key = remote_key(remote)
+        self.written[key] = Bookmark(key, lineage, version)
+
+    def bookmark_after(self) -> str | None:
+        """The bookmark to give the client: its old ones, updated with this request's writes."""
+        if not self.written:
+            return None
+        return format_bookmarks({**self.bookmarks, **self.written})
+
+
+_scope: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
+    "lambdalite_request_scope", default=None
+)
+
+
+def current_scope() -> RequestScope | None:
+    """The request being served in this context, if a scope is open."""
+    return _scope.get()
+
+
+def no_retry() -> None:
+    """Never re-run the request being served: it has effects outside the database (an email
+    sent, a payment made). Call it from a view before such an effect; outside a request it
+    does nothing."""
+    scope = _scope.get()
+    if scope is not None:
+        scope.retry = False
+
+
+@contextlib.contextmanager
+def request_scope(bookmarks: str | None = None) -> Iterator[RequestScope]:
+    """Serve one request with request-scoped consistency (``bookmarks``: the client's)."""
+    scope = RequestScope(bookmarks=parse_bookmarks(bookmarks))
+    token = _scope.set(scope)
+    try:
+        yield scope
+    finally:
+        _scope.reset(token)
+
+
+def open_scope(bookmarks: str | None = None) -> contextvars.Token[RequestScope | None]:
+    """Open a scope without a ``with`` block (signal handlers); :func:`close_scope` ends it."""
+    return _scope.set(RequestScope(bookmarks=parse_bookmarks(bookmarks)))
+
+
+def close_scope(token: contextvars.Token[RequestScope | None]) -> None:
+    with contextlib.suppress(ValueError):  # opened in another context: nothing to undo here
+        _scope.reset(token)
