@@ -22,7 +22,7 @@ from examples.flask_app.models import db, login_manager
 from examples.flask_app.views import bp
 from flask import Flask
 
-import lambdalite
+from lambdalite.contrib.wsgi import LambdaliteMiddleware
 
 __all__ = ["create_app", "default_database_url"]
 
@@ -49,14 +49,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     login_manager.init_app(app)
     app.register_blueprint(bp)
+    # One freshness check per request, read-your-writes across instances (a bookmark cookie),
+    # and a request re-run when another instance committed between its read and its write.
+    app.wsgi_app = LambdaliteMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     with app.app_context():
-        _create_tables()
+        # Safe from many cold starts at once: a transaction that starts by reflecting the
+        # schema waits for the write lease, so each instance sees what the one before created.
+        db.create_all()
     return app
-
-
-@lambdalite.retry_on_conflict
-def _create_tables() -> None:
-    # Two cold starts may race to create the tables: the loser's transaction conflicts, is
-    # re-run, and finds them. (A real app would run Alembic migrations at deploy time.)
-    db.create_all()
 

@@ -121,5 +121,5 @@ def test_status_describes_the_remote(build_history: BuildHistory, settings: Sett
     assert info["deltas"]["inline"] + info["deltas"]["objects"] == 2
     assert info["oldest_restorable_version"] == 1
     assert info["archived_manifests"] == 1
-    assert info["lock"] is None
+    assert info["lock"] == {"kind": "manifest", "held": False, "waiting": 0}  # the write lease
     assert isinstance(info["manifest_etag"], str)

@@ -36,6 +36,9 @@ INSTALLED_APPS = [
     "guestbook",
 ]
 MIDDLEWARE = [
+    # first: one freshness check per request, read-your-writes across instances, and a request
+    # re-run when another instance committed between what it read and what it wrote
+    "lambdalite.contrib.django.middleware.LambdaliteMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -67,9 +70,9 @@ DATABASES = {
         or Path(tempfile.gettempdir(), "lambdalite-guestbook", "remote").as_uri(),
         "OPTIONS": {
             "cache_dir": os.environ.get("GUESTBOOK_CACHE_DIR") or None,  # None: the default
-            # Read-modify-write transactions take the writer role at BEGIN (see docs/django.md).
-            "transaction_mode": "IMMEDIATE",
         },
+        # One transaction per request: one write lease and one publish per write request.
+        "ATOMIC_REQUESTS": True,
         # Safe with lambdalite: every commit is published when it returns, not at close().
         "CONN_MAX_AGE": None,
     }

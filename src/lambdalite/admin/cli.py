@@ -203,7 +203,11 @@ def status_command(
         if "error" in lock:
             lines.append(f"lock:         {lock['kind']}: cannot inspect ({lock['error']})")
         elif lock["held"]:
-            lines.append(f"lock:         held by {lock['owner']} until {_time(lock['expires_at'])}")
+            waiting = f", {lock['waiting']} waiting" if lock.get("waiting") else ""
+            lines.append(
+                f"lock:         {lock['kind']}: held by {lock['owner']} until "
+                f"{_time(lock['expires_at'])}{waiting}"
+            )
         else:
             lines.append(f"lock:         {lock['kind']}, free")
     click.echo("\n".join(lines))

@@ -249,7 +249,7 @@ def status(settings: Settings) -> dict[str, Any]:
             "oldest_restorable_at": lineage.committed_at(versions[0])[0] if versions else None,
             "archived_manifests": len(history.records) - 1,
             "history_end": history.end_key,
-            "lock": _lock_status(settings, storage),
+            "lock": _lock_status(settings, storage, m),
         }
     finally:
         storage.close()
@@ -260,10 +260,21 @@ def _snapshot_version(m: fmt.Manifest) -> int:
     return m.snapshot.version if m.snapshot is not None else 0
 
 
-def _lock_status(settings: Settings, storage: Storage) -> dict[str, Any] | None:
+def _lock_status(settings: Settings, storage: Storage, m: fmt.Manifest) -> dict[str, Any] | None:
     """The configured lock's holder (None: no lock configured); a lock error is reported."""
     if settings.lock == "none":
         return None
+    if settings.lock == "manifest":  # the write lease, in the manifest just read
+        write_lease = m.lease
+        if write_lease is None:
+            return {"kind": "manifest", "held": False, "waiting": 0}
+        return {
+            "kind": "manifest",
+            "held": write_lease.expires_at >= time.time(),
+            "owner": write_lease.owner,
+            "expires_at": write_lease.expires_at,
+            "waiting": len(write_lease.queue),
+        }
     from lambdalite.locks import lock_for_settings
 
     try:

@@ -79,6 +79,11 @@ from lambdalite import dbapi, errors
 from lambdalite.config import OPTIONS, Settings, parse_duration
 from lambdalite.errors import ConfigurationError, LambdaliteError
 
+_REFLECTION = re.compile(
+    r"\s*(PRAGMA\s+(\w+\.)?(table_x?info|index_list|index_x?info|foreign_key_list)\b"
+    r"|SELECT\b.*\bsqlite_(master|schema)\b)",
+    re.IGNORECASE | re.DOTALL,
+)
 __all__ = ["LambdaliteDialect", "S3SQLiteDialect", "dialect"]
 
 log = logging.getLogger("lambdalite.contrib.sqlalchemy")
@@ -217,7 +222,7 @@ class LambdaliteDialect(SQLiteDialect_pysqlite):
         with self._pending_lock:
             self._pending_begin.add(driver)
 
-    def _begin_if_pending(self, cursor: DBAPICursor) -> None:
+    def _begin_if_pending(self, cursor: DBAPICursor, statement: str) -> None:
         driver = cursor.connection
         if not isinstance(driver, dbapi.Connection):
             return
@@ -226,7 +231,11 @@ class LambdaliteDialect(SQLiteDialect_pysqlite):
                 return
             self._pending_begin.discard(driver)
         if not driver.in_transaction:
-            cursor.execute("BEGIN")
+            # A transaction that starts by reflecting the schema is a DDL script deciding what
+            # to create (metadata.create_all(), Alembic): it waits for the write lease before
+            # it reads, so several instances starting at once run it one after the other, each
+            # on the schema the one before left, instead of conflicting.
+            cursor.execute("BEGIN IMMEDIATE" if _REFLECTION.match(statement) else "BEGIN")
 
     def _end(self, dbapi_connection: PoolProxiedConnection) -> None:
         driver = dbapi_connection.driver_connection
@@ -237,19 +246,19 @@ class LambdaliteDialect(SQLiteDialect_pysqlite):
     def do_execute(
         self, cursor: DBAPICursor, statement: str, parameters: Any, context: Any = None
     ) -> None:
-        self._begin_if_pending(cursor)
+        self._begin_if_pending(cursor, statement)
         super().do_execute(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
 
     def do_executemany(
         self, cursor: DBAPICursor, statement: str, parameters: Any, context: Any = None
     ) -> None:
-        self._begin_if_pending(cursor)
+        self._begin_if_pending(cursor, statement)
         super().do_executemany(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
 
     def do_execute_no_params(
         self, cursor: DBAPICursor, statement: str, context: Any = None
     ) -> None:
-        self._begin_if_pending(cursor)
+        self._begin_if_pending(cursor, statement)
         super().do_execute_no_params(cursor, statement, context)  # type: ignore[no-untyped-call]
 
     def do_commit(self, dbapi_connection: PoolProxiedConnection) -> None:

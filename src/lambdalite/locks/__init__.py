@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Lease", "Lock", "default_lock_key", "lock_for_settings", "open_lock"]
 
-_SPECS = "none, file, s3 (or object), memory or dynamodb://TABLE"
+_SPECS = "manifest, none, file, s3 (or object), memory or dynamodb://TABLE"
 
 
 def open_lock(
@@ -98,6 +98,15 @@ def open_lock(
         from lambdalite.locks.object import ObjectLock
 
         lock = ObjectLock(storage, key, **common)
+    elif kind == "manifest":
+        if storage is None:
+            raise ConfigurationError(
+                "lock 'manifest' is the write lease in the remote's manifest: a storage is needed",
+                key="lock",
+            )
+        from lambdalite.locks.manifest import ManifestLease
+
+        return ManifestLease(storage, expiration=expiration)
     elif kind.startswith("dynamodb://"):
         from lambdalite.locks.dynamodb import DynamoDBLock
 

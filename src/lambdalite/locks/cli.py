@@ -25,7 +25,7 @@ from lambdalite.locks.base import Lease, Lock, format_time
 
 __all__ = ["lock_group", "main"]
 
-_STORAGE_LOCKS = ("s3", "object")
+_STORAGE_LOCKS = ("s3", "object", "manifest")
 
 
 @contextmanager
