@@ -45,6 +45,17 @@ def _connect(url: str, cache: Path, endpoint: str, **options: Any) -> lambdalite
     )
 
 
+MODES = {"optimistic": {"lock": "none"}, "lease": {}}
+
+
+def _at_publish(proxy: FaultProxy, kind: str | None, mode: str, **kw: Any) -> None:
+    """Script ``kind`` on the manifest write that publishes the next commit (under the write
+    lease, the one that claims it comes first and passes)."""
+    if mode == "lease":
+        proxy.script(None, method="PUT", key_pattern=r"/manifest$")
+    proxy.script(kind, method="PUT", key_pattern=r"/manifest$", **kw)
+
+
 def _insert(conn: lambdalite.Connection, ident: str) -> None:
     conn.execute("BEGIN")
     conn.execute("INSERT INTO t(id) VALUES (?)", (ident,))
@@ -77,19 +88,20 @@ def _setup(url: str, tmp_path: Path, endpoint: str | None = None) -> None:
 # ---------------------------------------------------------------------------- S3, on the wire
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("inline", [True, False], ids=["inline-delta", "delta-object"])
 def test_a_lost_answer_then_another_commit_is_still_a_success(
-    s3_remote: S3Remote, proxy: FaultProxy, tmp_path: Path, inline: bool
+    s3_remote: S3Remote, proxy: FaultProxy, tmp_path: Path, inline: bool, mode: str
 ) -> None:
     """Item 1 and 2a: A's manifest lands, its answer is lost, B commits on top before A's
     next request. A's commit is a success, applied once, and its delta is never deleted."""
     url, direct = s3_remote.url, s3_remote.endpoint_url
     _setup(url, tmp_path, direct)
-    options = {} if inline else {"inline_delta_max": 0}
+    options = ({} if inline else {"inline_delta_max": 0}) | MODES[mode]
     a = _connect(url, tmp_path / "a", proxy.endpoint_url, **options)
-    b = _connect(url, tmp_path / "b", direct)
+    b = _connect(url, tmp_path / "b", direct, **MODES[mode])
     assert a.execute("SELECT count(*) FROM t").fetchone() == (0,)
-    proxy.script("reset_after", method="PUT", key_pattern=r"/manifest$")
+    _at_publish(proxy, "reset_after", mode)
     proxy.script(None, before=lambda: _insert(b, "b1"))  # A's very next request waits for it
     _insert(a, "a1")  # no ConflictError: the remote holds it
     assert proxy.pending == 0
@@ -99,18 +111,32 @@ def test_a_lost_answer_then_another_commit_is_still_a_success(
     assert _ids(url, tmp_path / "cold2", direct) == ["a1", "a2", "b1"]
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("fault", ["reset_after", "error_after"])
 def test_a_manifest_write_that_landed_is_a_success_whatever_the_answer(
+    s3_remote: S3Remote, proxy: FaultProxy, tmp_path: Path, fault: str, mode: str
+) -> None:
+    url = s3_remote.url
+    _setup(url, tmp_path, s3_remote.endpoint_url)
+    a = _connect(url, tmp_path / "a", proxy.endpoint_url, **MODES[mode])
+    _at_publish(proxy, fault, mode)
+    _insert(a, "a1")
+    assert _ids(url, tmp_path / "cold", s3_remote.endpoint_url) == ["a1"]
+    puts = [r for r in proxy.log if r.method == "PUT" and r.key.endswith("/manifest")]
+    assert len(puts) == (2 if mode == "lease" else 1)  # never sent twice: read back instead
+
+
+@pytest.mark.parametrize("fault", ["reset_after", "error_after"])
+def test_a_lease_claim_whose_answer_was_lost_is_held(
     s3_remote: S3Remote, proxy: FaultProxy, tmp_path: Path, fault: str
 ) -> None:
     url = s3_remote.url
     _setup(url, tmp_path, s3_remote.endpoint_url)
     a = _connect(url, tmp_path / "a", proxy.endpoint_url)
-    proxy.script(fault, method="PUT", key_pattern=r"/manifest$")
+    proxy.script(fault, method="PUT", key_pattern=r"/manifest$")  # the claim
     _insert(a, "a1")
-    assert _ids(url, tmp_path / "cold", s3_remote.endpoint_url) == ["a1"]
-    puts = [r for r in proxy.log if r.method == "PUT" and r.key.endswith("/manifest")]
-    assert len(puts) == 1  # never sent twice: the read-back proved it landed
+    _insert(a, "a2")
+    assert _ids(url, tmp_path / "cold", s3_remote.endpoint_url) == ["a1", "a2"]
 
 
 def test_an_outcome_that_cannot_be_proven_is_unknown_and_nothing_is_deleted(
@@ -121,7 +147,7 @@ def test_an_outcome_that_cannot_be_proven_is_unknown_and_nothing_is_deleted(
     _setup(url, tmp_path, direct)
     a = _connect(url, tmp_path / "a", proxy.endpoint_url, inline_delta_max=0)
     assert a.execute("SELECT count(*) FROM t").fetchone() == (0,)
-    proxy.script("reset_after", method="PUT", key_pattern=r"/manifest$")
+    _at_publish(proxy, "reset_after", "lease")
     proxy.script("error_before", method="GET", key_pattern=r"/manifest$", count=100)
     with pytest.raises(lambdalite.CommitOutcomeUnknownError) as caught:
         _insert(a, "a1")
