@@ -78,6 +78,7 @@ class RequestScope:
     written: dict[str, Bookmark] = field(default_factory=dict)  # what this request committed
     conflicts: int = 0  # ConflictErrors raised in this request (the retry middlewares read it)
     retry: bool = True  # False: the request has effects outside the database (see no_retry)
+    immediate: bool = False  # a re-run: every transaction waits its turn to write at BEGIN
 
     def at_least(self, remote: str, lineage: str | None) -> int:
         """The version this request must read at least, by its bookmark (0: none)."""
@@ -115,9 +116,15 @@ def no_retry() -> None:
 
 
 @contextlib.contextmanager
-def request_scope(bookmarks: str | None = None) -> Iterator[RequestScope]:
-    """Serve one request with request-scoped consistency (``bookmarks``: the client's)."""
-    scope = RequestScope(bookmarks=parse_bookmarks(bookmarks))
+def request_scope(
+    bookmarks: str | None = None, *, immediate: bool = False
+) -> Iterator[RequestScope]:
+    """Serve one request with request-scoped consistency (``bookmarks``: the client's).
+
+    ``immediate``: the request is run again after a conflict; its transactions take the
+    write lease at ``BEGIN`` (as ``BEGIN IMMEDIATE``), so the re-run cannot conflict again.
+    """
+    scope = RequestScope(bookmarks=parse_bookmarks(bookmarks), immediate=immediate)
     token = _scope.set(scope)
     try:
         yield scope

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from lambdalite.errors import ConflictError
+from lambdalite.scope import current_scope
 from lambdalite.statements import Kind, StatementInfo, split_script
 
 if TYPE_CHECKING:
@@ -141,14 +142,14 @@ class TransactionControl:
         if kind is Kind.BEGIN:
             if self._in_txn or self._pending_begin:
                 raise sqlite3.OperationalError("cannot start a transaction within a transaction")
-            self._begin(write=info.immediate or self._immediate_default, sql=sql)
+            self._begin(write=info.immediate or self._wants_immediate(), sql=sql)
             return None
         if self._pending_begin and not self._in_txn:
             self._pending_begin = False  # PEP 249 mode: the transaction begins now
-            self._begin(write=self._immediate_default, sql=None)
+            self._begin(write=self._wants_immediate(), sql=None)
         if kind is Kind.SAVEPOINT:
             if not self._in_txn:
-                self._begin(write=self._immediate_default, sql=None)
+                self._begin(write=self._wants_immediate(), sql=None)
                 self._savepoint_txn = True
             self._exec(cur, sql, params, many)
             self._savepoints.append((info.savepoint or "").lower())
@@ -188,6 +189,14 @@ class TransactionControl:
                 raise
         self._commit()
         return rows
+
+    def _wants_immediate(self) -> bool:
+        """Whether a transaction takes the writer role at BEGIN: ``transaction_mode``, or a
+        request re-run after a conflict (:mod:`lambdalite.scope`)."""
+        if self._immediate_default:
+            return True
+        scope = current_scope()
+        return scope is not None and scope.immediate
 
     def _implicit_begin(self) -> bool:
         """Whether a DML statement outside a transaction opens one (legacy control)."""

@@ -216,3 +216,38 @@ def test_optimistic_mode_is_still_there(instance: Instance, remote: str) -> None
     b.execute("UPDATE c SET n = n + 10")
     with pytest.raises(lambdalite.ConflictError):
         a.commit()
+
+
+def test_a_transaction_that_read_gives_up_at_once_when_another_writes(
+    instance: Instance, remote: str
+) -> None:
+    """Waiting its turn could only end in a conflict (the holder publishes first): it fails
+    at once instead, and its retry waits at BEGIN."""
+    _counter(instance)
+    holder = instance("holder", isolation_level=None)
+    reader = instance("reader", isolation_level=None, timeout=3600)
+    holder.execute("BEGIN IMMEDIATE")
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT n FROM c").fetchone() == (0,)
+    with pytest.raises(lambdalite.ConflictError, match="BEGIN IMMEDIATE"):
+        reader.execute("UPDATE c SET n = n + 1")  # no hour-long wait
+    assert not reader.in_transaction
+    holder.execute("UPDATE c SET n = n + 1")
+    holder.commit()
+
+
+def test_a_rerun_request_takes_the_lease_at_begin(instance: Instance, remote: str) -> None:
+    from lambdalite.scope import request_scope
+
+    _counter(instance)
+    conn = instance("a", isolation_level=None)
+    with request_scope(immediate=True):
+        conn.execute("BEGIN")  # a plain BEGIN: in a re-run request, it waits its turn here
+        lease = _manifest(remote).lease
+        assert lease is not None and lease.expires_at > time.time()
+        conn.rollback()
+    assert _manifest(remote).lease is None
+    with request_scope():
+        conn.execute("BEGIN")
+        assert _manifest(remote).lease is None  # a first run reads without the lease
+        conn.rollback()

@@ -95,7 +95,7 @@ class LambdaliteMiddleware:
             out: list[bytes] = []
             capture = _capturer(status, out)
             failed: BaseException | None = None
-            with request_scope(client) as scope:
+            with request_scope(client, immediate=attempt > 1) as scope:
                 try:
                     result = self.app(run, capture)
                     try:

@@ -14,20 +14,27 @@ A lease carries:
 
 * ``owner``: who holds it (one id per :class:`Lock` object; a retried acquire by the
   same owner is success, not contention, which makes acquiring idempotent);
-* ``generation``: the fencing counter, bumped on every acquire, by any owner,
-  including takeovers after expiry; it never goes down (when a backend finds no
-  trace of the lock, the count starts from the clock in milliseconds, see
+* ``generation``: the fencing counter, bumped on every grant, by any owner,
+  including hand-overs and takeovers after expiry; it never goes down (when a backend
+  finds no trace of the lock, the count starts from the clock in milliseconds, see
   :func:`first_generation`);
 * ``expires_at``: POSIX seconds by the clock the lock was given (injected, so tests
   expire leases without sleeping);
 * ``token``: backend data that identifies this very grant (an ETag, a lock id).
 
-Every backend subclasses :class:`LeaseLock`, which holds what they share: the
-acquire loop (capped exponential backoff with full jitter, bounded by the timeout
-and by ``max_attempts`` when set; contention ends in :class:`~lambdalite.errors.LockTimeoutError`
-naming the holder; any other error fails at once), the owner checks and
-:meth:`LeaseLock.ensure` (renew inline when close to expiry: no heartbeat threads,
-since a frozen Lambda cannot run them).
+**Writers wait their turn.** A contender that finds the lock held joins a FIFO queue of
+waiters kept with the lock (one write), then polls (cheap reads, 5 ms growing to 50 ms
+with jitter, never past its timeout) until the lock is handed to it, or is free with it
+first in line. Releasing hands the lock to the first live waiter (the rules are in
+:mod:`lambdalite.locks._record`; :mod:`lambdalite.replica.lease` is the model). One
+``timeout`` governs a wait; ``max_attempts``, when set, bounds the number of looks at
+the lock (each poll is one); by default there is no count.
+
+Every backend subclasses :class:`LeaseLock`, which holds what they share: the acquire
+loop (contention ends in :class:`~lambdalite.errors.LockTimeoutError` naming the holder;
+any other error fails at once; a waiter that gives up leaves the queue), the owner
+checks and :meth:`LeaseLock.ensure` (renew inline when close to expiry: no heartbeat
+threads, since a frozen Lambda cannot run them).
 
 One :class:`Lock` object stands for one instance (one owner): calls on it must not
 overlap (the engine serialises them); give each thread or instance its own object.
@@ -35,6 +42,7 @@ overlap (the engine serialises them); give each thread or instance its own objec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -61,6 +69,7 @@ __all__ = [
     "first_generation",
     "format_time",
     "new_owner_id",
+    "poll_schedule",
 ]
 
 logger = logging.getLogger("lambdalite.locks")
@@ -89,9 +98,14 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Busy:
-    """One acquire attempt lost: ``holder`` is who has the lock, if the backend saw it."""
+    """One acquire attempt lost: ``holder`` is who has the lock, if the backend saw it;
+    ``position`` is our place in the queue of waiters (0: next), if known; ``retry_after``
+    how long to wait before the next look, if the backend knows better than the poll
+    schedule."""
 
     holder: Lease | None
+    position: int | None = None
+    retry_after: float | None = None
 
 
 class TransientLockError(LockError):
@@ -113,7 +127,8 @@ class Lock(Protocol):
     def expiration(self) -> float: ...
 
     def acquire(self, timeout: float) -> Lease:
-        """Take the lock, waiting up to ``timeout`` seconds (and ``max_attempts`` attempts).
+        """Take the lock, waiting its turn up to ``timeout`` seconds (and ``max_attempts``
+        looks, when set).
 
         Contention ends in ``LockTimeoutError`` (``.owner``, ``.expires_at`` of the holder);
         access denied, a missing table and the like fail at once with a ``LockError``.
@@ -126,8 +141,9 @@ class Lock(Protocol):
         ...
 
     def release(self, lease: Lease) -> None:
-        """Free the lock. ``LockLostError`` (and nothing changed) if ``lease`` is not this
-        lock's, or another owner took the lock over. Releasing twice is harmless."""
+        """Hand the lock to the first waiter, or free it. ``LockLostError`` (and nothing
+        changed) if ``lease`` is not this lock's, or another owner took the lock over.
+        Releasing twice is harmless."""
         ...
 
     def ensure(self, lease: Lease, min_remaining: float) -> Lease:
@@ -170,32 +186,53 @@ def format_time(epoch: float) -> str:
 
 
 class Backoff:
-    """Capped exponential backoff with full jitter: attempt ``n`` (from 0) waits a uniform
-    random time in ``[0, min(cap, base * 2**n)]`` (AWS Architecture Blog, "Exponential
-    Backoff And Jitter")."""
+    """Capped exponential backoff with jitter: attempt ``n`` (from 0) waits a uniform random
+    time in ``[floor * c, c]`` with ``c = min(cap, base * 2**n)``; ``floor = 0`` is full
+    jitter (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
 
     def __init__(
-        self, base: float = 0.025, cap: float = 1.0, rng: random.Random | None = None
+        self,
+        base: float = 0.025,
+        cap: float = 1.0,
+        rng: random.Random | None = None,
+        *,
+        floor: float = 0.0,
     ) -> None:
         if base <= 0 or cap < base:
             raise ValueError("backoff needs 0 < base <= cap")
+        if not 0 <= floor <= 1:
+            raise ValueError("backoff needs 0 <= floor <= 1")
         self.base = base
         self.cap = cap
+        self.floor = floor
         self._rng = rng or random.Random()
 
     def ceiling(self, attempt: int) -> float:
         return min(self.cap, self.base * 2.0 ** min(attempt, 62))
 
     def delay(self, attempt: int) -> float:
-        return self._rng.uniform(0.0, self.ceiling(attempt))
+        ceiling = self.ceiling(attempt)
+        return self._rng.uniform(self.floor * ceiling, ceiling)
+
+
+def poll_schedule() -> Backoff:
+    """How a waiter polls: 5 ms doubling to 50 ms, each wait jittered in its upper half (so
+    never a tight loop, and waiters do not poll in step)."""
+    return Backoff(base=0.005, cap=0.05, floor=0.5)
 
 
 class LeaseLock(ABC):
     """What every backend shares. Subclasses implement one-shot primitives:
 
-    * ``_try_acquire(now)``: one attempt; our :class:`Lease`, or :class:`Busy`; raise
+    * ``_try_acquire(now)``: one look at the lock; our :class:`Lease` (taken, or handed
+      over to us), or :class:`Busy` after making sure we are in the queue; raise
       :class:`TransientLockError` for retryable failures, another ``LockError`` otherwise;
-    * ``_renew(lease, now)``, ``_release(lease, now)``, ``inspect()``, ``break_()``.
+    * ``_begin_acquire()``: called once before the first look of each acquire;
+    * ``_leave(now)``: we give up: leave the queue (a no-op if we never joined it); returns
+      the lease if the lock was handed to us in the meantime;
+    * ``_pause(seconds)``: wait between two looks (sleep, or wait for a change);
+    * ``_renew(lease, now)``, ``_release(lease, now)``, ``inspect()``, ``break_()``,
+      ``waiters()``.
     """
 
     #: How the backend is named in messages ("DynamoDB table t", "lock file /x", ...).
@@ -223,7 +260,7 @@ class LeaseLock(ABC):
         self._expiration = float(expiration)
         self.max_attempts = max_attempts
         self.clock = clock
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or poll_schedule()
         self._sleep = sleep
 
     def __repr__(self) -> str:
@@ -251,25 +288,48 @@ class LeaseLock(ABC):
         holder: Lease | None = None
         failure: TransientLockError | None = None
         attempts = 0
-        while True:
-            attempts += 1
-            try:
-                result = self._try_acquire(self.clock())
-            except TransientLockError as exc:
-                logger.debug("%s: acquire attempt %d failed: %s", self, attempts, exc)
-                failure = exc
-            else:
-                if isinstance(result, Lease):
-                    logger.debug(
-                        "acquired %s generation %d after %d attempt(s)",
-                        self._key, result.generation, attempts,
-                    )
-                    return result
-                holder = result.holder or holder
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (self.max_attempts is not None and attempts >= self.max_attempts):
-                break
-            self._sleep(min(self.backoff.delay(attempts - 1), remaining))
+        step = 0  # of the poll schedule
+        position: int | None = None
+        result: Lease | Busy | None = None
+        self._begin_acquire()
+        try:
+            while True:
+                attempts += 1
+                try:
+                    result = self._try_acquire(self.clock())
+                except TransientLockError as exc:
+                    logger.debug("%s: acquire attempt %d failed: %s", self, attempts, exc)
+                    failure = exc
+                    result = None
+                else:
+                    if isinstance(result, Lease):
+                        logger.debug(
+                            "acquired %s generation %d after %d look(s)",
+                            self._key, result.generation, attempts,
+                        )
+                        return result
+                    holder = result.holder or holder
+                    if result.position == 0 and position != 0:
+                        step = 0  # next in line: look often again
+                    position = result.position
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (
+                    self.max_attempts is not None and attempts >= self.max_attempts
+                ):
+                    break
+                hint = result.retry_after if isinstance(result, Busy) else None
+                self._pause(min(self.backoff.delay(step) if hint is None else hint, remaining))
+                step += 1
+            handed = self._leave_quietly()
+        except BaseException:
+            handed = self._leave_quietly()
+            if handed is not None:  # handed to us while we fail: pass it on
+                with contextlib.suppress(LockError):
+                    self._release(handed, self.clock())
+            raise
+        if handed is not None:
+            logger.debug("%s was handed to us as we gave up: keeping it", self._key)
+            return handed
         elapsed = time.monotonic() - start
         if holder is None and failure is not None:
             raise LockError(
@@ -277,6 +337,15 @@ class LeaseLock(ABC):
                 f"attempt(s) over {elapsed:.2f}s: {failure}"
             ) from failure
         raise self._timeout_error(holder, attempts, elapsed)
+
+    def _leave_quietly(self) -> Lease | None:
+        try:
+            return self._leave(self.clock())
+        except LockError as exc:
+            logger.warning(
+                "%s: could not leave the queue (the entry goes stale by itself): %s", self, exc
+            )
+            return None
 
     def _timeout_error(
         self, holder: Lease | None, attempts: int, elapsed: float
@@ -351,6 +420,22 @@ class LeaseLock(ABC):
 
     def close(self) -> None:  # noqa: B027 - a no-op that backends may override
         """Nothing to drop by default."""
+
+    def waiters(self) -> tuple[str, ...]:
+        """The owners waiting for the lock, first in line first (live entries only)."""
+        return ()
+
+    # -- hooks with defaults ---------------------------------------------------------------
+
+    def _begin_acquire(self) -> None:  # noqa: B027 - a no-op that backends may override
+        """Reset per-acquire state (called before the first look)."""
+
+    def _leave(self, now: float) -> Lease | None:
+        """Leave the queue after giving up; the lease if the lock was handed to us."""
+        return None
+
+    def _pause(self, seconds: float) -> None:
+        self._sleep(seconds)
 
     # -- backend primitives ----------------------------------------------------------------
 

@@ -5,25 +5,51 @@ The item, compatible with django-sqlite-efs (same table, same ``pk``/``lock_id``
 
     pk          S   the lock key, e.g. "database#/mnt/efs/app.db" or "s3://bucket/prefix#lock"
     lock_id     S   the owner's id; absent while the lock is free
-    expires_at  N   POSIX seconds; usable as the table's TTL attribute
-    generation  N   bumped on every grant; never goes down
+    expires_at  N   POSIX seconds; usable as the table's TTL attribute; 0 once released
+    generation  N   bumped on every grant (hand-overs included); never goes down
+    queue       L   the waiters, first come first: maps {owner: S, since: N}
+    released    N   the generation the last release ended (cleared by the next take)
 
-Every operation is one conditional ``UpdateItem`` (``:now`` is the caller's clock; TTL
-deletion is lazy, so conditions always compare ``expires_at`` themselves):
+Every change is one conditional ``UpdateItem`` (``:now`` is the caller's clock; TTL
+deletion is lazy, so conditions always compare ``expires_at`` themselves). A write that
+loses its condition asks for ``ReturnValuesOnConditionCheckFailure=ALL_OLD``, and one
+that wins for ``ALL_NEW``, so every answer shows the lock as it is: the lock remembers
+the last item it saw and bases its next write on it.
 
-* acquire: ``SET lock_id = :me, expires_at = :exp, generation = if_not_exists(generation,
-  :floor) + :one`` if ``attribute_not_exists(pk) OR attribute_not_exists(lock_id) OR
-  expires_at < :now OR lock_id = :me``, with ``ReturnValuesOnConditionCheckFailure=ALL_OLD``
-  so a lost attempt names the holder without a second read. ``lock_id = :me`` makes acquire
-  idempotent: a retry after an answer that never came back (the write may have happened)
-  succeeds instead of locking itself out until expiry;
-* renew: ``SET expires_at = :exp`` if ``lock_id = :me AND generation = :gen AND
-  expires_at >= :now``;
-* release: ``REMOVE lock_id SET expires_at = :zero`` if ``lock_id = :me AND generation =
-  :gen``. The item is kept (not deleted) so that the generation survives; ``expires_at = 0``
-  is more than five years in the past, which DynamoDB's TTL never deletes. When an item is
-  gone anyway (TTL after a crash, a django-sqlite-efs ``PutItem``), the generation restarts
-  from the clock in milliseconds (:func:`~lambdalite.locks.base.first_generation`).
+* **Take, blind** (the first look of an acquire): ``SET lock_id = :me, expires_at = :exp,
+  generation = if_not_exists(generation, :floor) + :one REMOVE released`` if the lock is
+  free, expired or ours (``lock_id = :me``: a retry after an answer that never came back
+  succeeds instead of locking itself out until expiry) *and the queue is empty*.
+  Uncontended, that is the whole acquire: one write, no read.
+* **Wait**: a waiter appends itself to ``queue`` (``list_append``) with one write (on any
+  existing item: a join conditioned on "held" could lose every time to a holder that
+  releases and takes again between our look and our write), then polls with strongly consistent
+  ``GetItem`` calls, refreshing its entry (``SET queue[i].since``) once it is older than
+  half the expiration; entries older than the expiration are stale (a waiter that died)
+  and are skipped and removed by the next take or release.
+* **Take, in turn**: a free or expired lock whose first live waiter is us: the take
+  above, plus ``REMOVE`` of our entry and the stale ones ahead of it, conditioned on
+  those entries being what we read.
+* **Release**: hand over to the first live waiter: ``SET lock_id = :next, expires_at =
+  :exp, generation = generation + :one, released = :gen REMOVE queue[0..i]``, or with
+  nobody waiting free it: ``REMOVE lock_id SET expires_at = :zero, released = :gen``;
+  conditioned on ``lock_id = :me AND generation = :gen`` and on the queue entries it
+  removes. The next holder takes a handed-over lock without a write of its own: it sees
+  itself as ``lock_id`` at its next poll. ``expires_at = 0`` is more than five years in
+  the past, which DynamoDB's TTL never deletes, so the generation survives; when an item
+  is gone anyway (TTL after a crash, a django-sqlite-efs ``PutItem``), the generation
+  restarts from the clock in milliseconds (:func:`~lambdalite.locks.base.first_generation`).
+* **Renew**: ``SET expires_at = :exp`` if ``lock_id = :me AND generation = :gen AND
+  expires_at >= :now``.
+
+Requests: uncontended, one write to take and one to release (as django-sqlite-efs: its
+``PutItem`` and ``DeleteItem``). A waiter adds one write to join the queue and its polls;
+an instance that just handed the lock over expects contention and joins the queue at
+once instead of trying a blind take first.
+
+django-sqlite-efs compatibility: it conditions on ``expires_at < now`` only, so it sees a
+held (or handed-over) lock as held and a released one (``expires_at = 0``) as free; it
+replaces or deletes the whole item, queue included, and our waiters then join again.
 
 IAM: ``dynamodb:GetItem`` and ``dynamodb:UpdateItem`` on the table; ``lambdalite lock
 init-table`` also needs ``dynamodb:CreateTable``, ``dynamodb:DescribeTable``,
@@ -42,6 +68,7 @@ import time
 from typing import Any
 
 from lambdalite.errors import ConfigurationError, LockError
+from lambdalite.locks._record import Record, Waiter
 from lambdalite.locks.base import Busy, Lease, LeaseLock, TransientLockError, first_generation
 
 __all__ = ["DynamoDBLock", "init_table", "make_client", "translate_error"]
@@ -78,14 +105,18 @@ _CREDENTIAL_CODES = frozenset({
     "InvalidClientTokenId",
 })
 
-_ACQUIRE_UPDATE = (
+#: Attribute names of the queue, always passed as expression attribute names.
+_NAMES = {"#q": "queue", "#o": "owner", "#t": "since", "#rel": "released"}
+_TOKEN = re.compile(r"[#:]\w+")
+_MAX_REMOVE = 64  # list elements one write removes at most (expressions are bounded)
+_FRESH = 1.0  # seconds a remembered item predicts contention for
+
+_TAKE = (
     "SET lock_id = :me, expires_at = :exp, "
-    "generation = if_not_exists(generation, :floor) + :one"
+    "generation = if_not_exists(generation, :floor) + :one REMOVE #rel"
 )
-_ACQUIRE_CONDITION = (
-    "attribute_not_exists(pk) OR attribute_not_exists(lock_id) OR expires_at < :now "
-    "OR lock_id = :me"
-)
+_FREE_OR_OURS = "(attribute_not_exists(lock_id) OR expires_at < :now OR lock_id = :me)"
+_NO_QUEUE = "(attribute_not_exists(#q) OR size(#q) = :zero)"
 
 
 def check_table_name(table: str) -> str:
@@ -186,6 +217,72 @@ def _lease_of(key: str, item: dict[str, Any] | None) -> Lease | None:
     return Lease(key, item["lock_id"]["S"], generation, expires_at, item["lock_id"]["S"])
 
 
+def _waiter(entry: Any) -> Waiter:
+    """A queue entry; one we cannot read counts as stale (it is skipped, and removed)."""
+    try:
+        fields = entry["M"]
+        return Waiter(str(fields["owner"]["S"]), float(fields["since"]["N"]))
+    except (KeyError, TypeError, ValueError):
+        return Waiter("", float("-inf"))
+
+
+def _record_of(item: dict[str, Any] | None) -> Record | None:
+    """The lock an item describes, queue included (``None`` if there is no item)."""
+    if not item:
+        return None
+    owner = item["lock_id"]["S"] if "lock_id" in item else None
+    released = item.get("released", {}).get("N")
+    return Record(
+        owner,
+        int(float(item.get("generation", {}).get("N", "0"))),
+        float(item.get("expires_at", {}).get("N", "inf")),
+        tuple(_waiter(entry) for entry in item.get("queue", {}).get("L", [])),
+        int(float(released)) if released is not None else None,
+    )
+
+
+class _Write:
+    """One ``UpdateItem`` being put together: its clauses, condition and values."""
+
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+        self.removes: list[str] = []
+        self.conditions: list[str] = []
+        self.values: dict[str, dict[str, Any]] = {}
+
+    def value(self, name: str, value: dict[str, Any]) -> str:
+        self.values[name] = value
+        return name
+
+    def entry_is(self, index: int, waiter: Waiter, *, exactly: bool) -> None:
+        """Condition: queue entry ``index`` is still ``waiter`` (``exactly``: not refreshed)."""
+        owner = self.value(f":o{index}", {"S": waiter.owner})
+        self.conditions.append(f"#q[{index}].#o = {owner}")
+        if exactly:
+            since = self.value(f":t{index}", _num(waiter.since))
+            self.conditions.append(f"#q[{index}].#t = {since}")
+
+    def params(self) -> dict[str, Any]:
+        update = ""
+        if self.sets:
+            update += "SET " + ", ".join(self.sets)
+        if self.removes:
+            update += " REMOVE " + ", ".join(self.removes)
+        condition = " AND ".join(self.conditions)
+        used = set(_TOKEN.findall(update + " " + condition))
+        params: dict[str, Any] = {
+            "UpdateExpression": update.strip(),
+            "ConditionExpression": condition,
+        }
+        names = {k: v for k, v in _NAMES.items() if k in used}
+        if names:
+            params["ExpressionAttributeNames"] = names
+        values = {k: v for k, v in self.values.items() if k in used}
+        if values:
+            params["ExpressionAttributeValues"] = values
+        return params
+
+
 class DynamoDBLock(LeaseLock):
     """A lock on item ``pk = key`` in ``table``."""
 
@@ -205,6 +302,10 @@ class DynamoDBLock(LeaseLock):
         self.region = region
         self._client = client
         self.where = f"DynamoDB table {table}"
+        self._view: Record | None = None  # the item as the last answer showed it
+        self._view_at = float("-inf")  # when (monotonic); -inf: no answer yet
+        self._looked = False  # this acquire looked at the lock before
+        self._queued = False  # this acquire joined the queue
 
     @property
     def client(self) -> Any:
@@ -237,73 +338,258 @@ class DynamoDBLock(LeaseLock):
         except Exception as exc:
             raise translate_error(exc, table=self.table, action=action) from exc
 
-    def _try_acquire(self, now: float) -> Lease | Busy:
-        response, won = self._call(
+    def _seen(self, item: dict[str, Any] | None) -> Record | None:
+        self._view = _record_of(item)
+        self._view_at = time.monotonic()
+        return self._view
+
+    def _update(self, write: _Write, action: str) -> tuple[bool, Record | None]:
+        """Send ``write``: (condition held, the item after it, or as it is if it lost)."""
+        response, ok = self._call(
             "update_item",
-            "take the lock",
-            UpdateExpression=_ACQUIRE_UPDATE,
-            ConditionExpression=_ACQUIRE_CONDITION,
-            ExpressionAttributeValues={
-                ":me": {"S": self.owner},
-                ":exp": _num(now + self.expiration),
-                ":now": _num(now),
-                ":floor": _num(first_generation(now) - 1),
-                ":one": _num(1),
-            },
+            action,
             ReturnValues="ALL_NEW",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            **write.params(),
         )
-        if not won:
-            return Busy(_lease_of(self.key, response.get("Item")))
-        lease = _lease_of(self.key, response.get("Attributes"))
-        if lease is None:  # pragma: no cover - ALL_NEW always has lock_id
-            raise LockError(f"{self.where}: UpdateItem returned no item")
-        return lease
+        return ok, self._seen(response.get("Attributes" if ok else "Item"))
+
+    def _get(self) -> Record | None:
+        response, _ = self._call("get_item", "read the lock", ConsistentRead=True)
+        return self._seen(response.get("Item"))
+
+    def _lease(self, record: Record) -> Lease:
+        assert record.owner is not None
+        return Lease(self.key, record.owner, record.generation, record.expires_at, record.owner)
+
+    def _holder(self, record: Record | None) -> Lease | None:
+        return self._lease(record) if record is not None and record.owner is not None else None
+
+    # -- acquire ---------------------------------------------------------------------------
+
+    def _begin_acquire(self) -> None:
+        self._looked = False
+        self._queued = False
+
+    def _contended(self, now: float) -> bool:
+        """Did a recent answer show the lock held by another, or others waiting?"""
+        view = self._view
+        if view is None or time.monotonic() - self._view_at > _FRESH:
+            return False
+        if view.owner not in (None, self.owner) and view.held(now):
+            return True
+        return any(w.owner != self.owner for w in view.live(now, self.expiration))
+
+    def _try_acquire(self, now: float) -> Lease | Busy:
+        looked, self._looked = self._looked, True
+        if looked:
+            record = self._get()
+        elif self._contended(now):
+            _, record = self._join(None, now)  # expect to wait: join the queue at once
+        else:
+            ok, record = self._update(self._take_write(None, now), "take the lock")
+            if ok and record is not None:
+                return self._lease(record)
+        # Decide on the item as the last answer showed it; each write's answer shows it
+        # anew, so a lost race is decided again at once (a few rounds at most).
+        for _ in range(3):
+            if looked and record is not None and record.owner == self.owner \
+                    and record.held(now):
+                self._queued = False  # handed over to us (or our write whose answer was lost)
+                return self._lease(record)
+            if record is None or record.takeable_by(self.owner, now, self.expiration):
+                write = (self._regrant_write(record, now) if record is not None
+                         and record.owner == self.owner else self._take_write(record, now))
+                ok, record = self._update(write, "take the lock")
+                if ok and record is not None:
+                    self._queued = False
+                    return self._lease(record)
+            elif record.must_queue(self.owner, now, self.expiration):
+                _, record = self._join(record, now)  # then: free with us first? take it
+            else:
+                break
+        return self._busy(record, now) if record is not None else Busy(None)
+
+    def _busy(self, record: Record, now: float) -> Busy:
+        return Busy(self._holder(record), record.position(self.owner, now, self.expiration))
+
+    def _take_write(self, record: Record | None, now: float) -> _Write:
+        """Take a free or expired lock: blind (``record`` None: only if nobody waits), or in
+        turn (remove our entry and the stale ones ahead, as read)."""
+        write = _Write()
+        write.sets.append(_TAKE[len("SET "):_TAKE.index(" REMOVE")])
+        write.removes.append("#rel")
+        write.conditions.append(_FREE_OR_OURS)
+        write.value(":me", {"S": self.owner})
+        write.value(":exp", _num(now + self.expiration))
+        write.value(":now", _num(now))
+        write.value(":floor", _num(first_generation(now) - 1))
+        write.value(":one", _num(1))
+        queue = record.queue if record is not None else ()
+        if not queue:
+            write.conditions.append(_NO_QUEUE)
+            write.value(":zero", _num(0))
+            return write
+        mine = next((i for i, w in enumerate(queue) if w.owner == self.owner
+                     and w.live(now, self.expiration)), None)
+        last = mine if mine is not None else len(queue) - 1
+        for index in range(min(last + 1, _MAX_REMOVE)):
+            write.removes.append(f"#q[{index}]")
+            write.entry_is(index, queue[index], exactly=index != mine)
+        if mine is None:  # nobody live waits: all of them go, and nobody may have joined
+            write.conditions.append("size(#q) = :size")
+            write.value(":size", _num(len(queue)))
+        return write
+
+    def _regrant_write(self, record: Record, now: float) -> _Write:
+        """A lock held by us already: a new grant (generation and expiry), queue untouched."""
+        write = _Write()
+        write.sets += ["expires_at = :exp", "generation = generation + :one"]
+        write.removes.append("#rel")
+        write.conditions.append("lock_id = :me AND generation = :gen")
+        write.value(":me", {"S": self.owner})
+        write.value(":gen", _num(record.generation))
+        write.value(":exp", _num(now + self.expiration))
+        write.value(":one", _num(1))
+        return write
+
+    def _join(self, record: Record | None, now: float) -> tuple[bool, Record | None]:
+        """Join the queue (or refresh our entry in place, and drop our duplicates)."""
+        write = _Write()
+        write.value(":me", {"S": self.owner})
+        queue = record.queue if record is not None else ()
+        mine = [i for i, w in enumerate(queue) if w.owner == self.owner]
+        if mine:
+            first, *extra = mine
+            write.sets.append(f"#q[{first}].#t = :since")
+            write.value(":since", _num(now))
+            write.conditions.append(f"#q[{first}].#o = :me")
+            for index in extra[:_MAX_REMOVE]:
+                write.removes.append(f"#q[{index}]")
+                write.conditions.append(f"#q[{index}].#o = :me")
+            action = "refresh our place in the queue of the lock"
+        else:
+            write.sets.append("#q = list_append(if_not_exists(#q, :empty), :entry)")
+            write.value(":empty", {"L": []})
+            write.value(":entry", {"L": [{"M": {"owner": {"S": self.owner},
+                                                "since": _num(now)}}]})
+            # Whatever the lock's state: a join that required "held" would lose every
+            # time to a holder that releases and takes again between our look and our
+            # write. Joining a free lock just makes us first in line. But never create an
+            # item without expires_at (django-sqlite-efs would see it as held for ever).
+            write.conditions.append("attribute_exists(expires_at)")
+            action = "join the queue of the lock"
+        ok, after = self._update(write, action)
+        if ok and after is not None:
+            self._queued = True
+        return ok, after
+
+    def _leave(self, now: float) -> Lease | None:
+        if not self._queued:
+            return None
+        self._queued = False
+        record = self._view
+        for _ in range(10):
+            if record is None:
+                return None
+            if record.owner == self.owner and record.held(now):
+                return self._lease(record)
+            mine = [i for i, w in enumerate(record.queue) if w.owner == self.owner]
+            if not mine:
+                return None
+            write = _Write()
+            write.value(":me", {"S": self.owner})
+            for index in mine[:_MAX_REMOVE]:
+                write.removes.append(f"#q[{index}]")
+                write.conditions.append(f"#q[{index}].#o = :me")
+            ok, record = self._update(write, "leave the queue of the lock")
+            if ok:
+                return None
+        raise LockError(f"cannot leave the queue of the lock in the {self.where}: it keeps "
+                        "changing")
+
+    # -- the holder ------------------------------------------------------------------------
 
     def _renew(self, lease: Lease, now: float) -> Lease:
-        expires_at = now + self.expiration
-        response, ok = self._call(
-            "update_item",
-            "renew the lock",
-            UpdateExpression="SET expires_at = :exp",
-            ConditionExpression="lock_id = :me AND generation = :gen AND expires_at >= :now",
-            ExpressionAttributeValues={
-                ":me": {"S": lease.owner},
-                ":gen": _num(lease.generation),
-                ":exp": _num(expires_at),
-                ":now": _num(now),
-            },
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
-        if not ok:
-            raise self._lost(lease, _lease_of(self.key, response.get("Item")), "renew")
-        return Lease(self.key, lease.owner, lease.generation, float(f"{expires_at:.3f}"),
-                     lease.token)
+        write = _Write()
+        write.sets.append("expires_at = :exp")
+        write.conditions.append("lock_id = :me AND generation = :gen AND expires_at >= :now")
+        write.value(":me", {"S": lease.owner})
+        write.value(":gen", _num(lease.generation))
+        write.value(":exp", _num(now + self.expiration))
+        write.value(":now", _num(now))
+        ok, record = self._update(write, "renew the lock")
+        if not ok or record is None:
+            raise self._lost(lease, self._holder(record), "renew")
+        return self._lease(record)
+
+    def _release_write(self, record: Record, lease: Lease, now: float) -> _Write:
+        """Hand ``record`` (held by ``lease``) to its first live waiter, or free it."""
+        write = _Write()
+        write.conditions.append("lock_id = :me AND generation = :gen")
+        write.value(":me", {"S": lease.owner})
+        write.value(":gen", _num(lease.generation))
+        write.sets.append("#rel = :gen")
+        queue = record.queue
+        head = next((i for i, w in enumerate(queue) if w.owner != lease.owner
+                     and w.live(now, self.expiration)), None)
+        if head is not None:
+            write.sets += ["lock_id = :next", "expires_at = :exp",
+                           "generation = generation + :one"]
+            write.value(":next", {"S": queue[head].owner})
+            write.value(":exp", _num(now + self.expiration))
+            write.value(":one", _num(1))
+        else:
+            write.sets.append("expires_at = :zero")
+            write.removes.append("lock_id")
+            write.value(":zero", _num(0))
+        if not queue:
+            write.conditions.append(_NO_QUEUE)
+            write.value(":zero", _num(0))
+            return write
+        # Remove the head, the stale entries ahead of it and our own, as read; with no
+        # live waiter, all of them, and nobody may have joined meanwhile.
+        last = head if head is not None else len(queue) - 1
+        gone = [i for i, w in enumerate(queue) if i <= last or w.owner == lease.owner]
+        for index in gone[:_MAX_REMOVE]:
+            write.removes.append(f"#q[{index}]")
+            write.entry_is(index, queue[index], exactly=index != head
+                           and queue[index].owner != lease.owner)
+        if head is None:
+            write.conditions.append("size(#q) = :size")
+            write.value(":size", _num(len(queue)))
+        return write
 
     def _release(self, lease: Lease, now: float) -> None:
-        response, ok = self._call(
-            "update_item",
-            "release the lock",
-            UpdateExpression="REMOVE lock_id SET expires_at = :zero",
-            ConditionExpression="lock_id = :me AND generation = :gen",
-            ExpressionAttributeValues={
-                ":me": {"S": lease.owner},
-                ":gen": _num(lease.generation),
-                ":zero": _num(0),
-            },
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
-        if ok:
-            return
-        item = response.get("Item") or {}
-        generation = int(item.get("generation", {}).get("N", -1))
-        if "lock_id" not in item and generation == lease.generation:
-            return  # released already (a retry after an answer that never came back)
-        raise self._lost(lease, _lease_of(self.key, item or None), "release")
+        view = self._view
+        # What we last saw of the item (usually our grant, with the waiters then); if
+        # that is stale, the failed write shows the item as it is and we go again.
+        record = view if view is not None and view.holds(lease) else Record(
+            lease.owner, lease.generation, lease.expires_at)
+        for _ in range(10):
+            ok, after = self._update(self._release_write(record, lease, now),
+                                     "release the lock")
+            if ok:
+                if after is not None and after.owner is not None:
+                    logger.debug("handed %s over to %s", self.key, after.owner)
+                return
+            if after is not None and after.holds(lease):
+                record = after  # waiters came or went: base the write on the item as it is
+                continue
+            if after is not None and after.released_after(lease):
+                return  # released already (a retry after an answer that never came back)
+            raise self._lost(lease, self._holder(after), "release")
+        raise TransientLockError(f"cannot release the lock in the {self.where}: it keeps "
+                                 "changing")
 
     def inspect(self) -> Lease | None:
-        response, _ = self._call("get_item", "read the lock", ConsistentRead=True)
-        return _lease_of(self.key, response.get("Item"))
+        return self._holder(self._get())
+
+    def waiters(self) -> tuple[str, ...]:
+        record = self._get()
+        if record is None:
+            return ()
+        return tuple(w.owner for w in record.live(self.clock(), self.expiration))
 
     def break_(self) -> Lease | None:
         response, ok = self._call(

@@ -150,7 +150,8 @@ class Committer:
                 )
             self._check_local(token, snapshot_version, timeout)
             if self.lease is not None:  # wait for our turn, then build on the newest version
-                claim = self.lease.acquire(max(deadline - time.monotonic(), 0.0))
+                remaining = max(deadline - time.monotonic(), 0.0)
+                claim = self.lease.acquire(remaining, read_version=snapshot_version)
                 self.lease.catch_up(token, claim, snapshot_version, timeout)
             elif r.lock is not None:
                 self._lease = r.lock.acquire(max(deadline - time.monotonic(), 0.0))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from lambdalite.errors import PreconditionFailedError, StorageError
 from lambdalite.replica import format as fmt
-from lambdalite.replica.commit import crash_point
+from lambdalite.replica.commit import INLINE_BUDGET, crash_point
 from lambdalite.replica.local import Doubt
 from lambdalite.replica.pages import PageHashes, checksum_hex
 from lambdalite.replica.pull import MAX_SEGMENTS
@@ -65,8 +65,9 @@ class Compactor:
             elif (
                 len(m.deltas) >= options.compact_after_deltas
                 or len(local.manifest_raw or b"") > ROLLOVER_BYTES
+                or sum(d.size for d in m.deltas if d.inline) >= INLINE_BUDGET * 3 // 4
             ):
-                self.roll_over()
+                self.roll_over()  # (the last: so that the next commits' deltas fit inline)
         except (StorageError, OSError, sqlite3.Error, Doubt) as exc:
             log.warning("compaction of %s skipped: %s", self.r.remote, exc)
 

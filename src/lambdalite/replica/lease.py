@@ -75,13 +75,18 @@ class LeaseKeeper:
         self.r = replica
         self.duration = duration
         self.ticket: str | None = None  # the lease this process holds, if any
+        self.hold_estimate = 0.1  # seconds a claim is held, as seen here (a moving average)
+        self._held_since = 0.0
 
     # ------------------------------------------------------------------ claim
 
-    def acquire(self, timeout: float) -> Read:
+    def acquire(self, timeout: float, *, read_version: int | None = None) -> Read:
         """Hold the lease; the manifest of the claim (its version is the newest) is returned.
 
         Waits up to ``timeout`` seconds, then :class:`LockTimeoutError` names the holder.
+        ``read_version``: the transaction already read that version; if another writer
+        holds the lease (or the version moved) it will have published by the time this one
+        gets its turn, so waiting is pointless: :class:`ConflictError` at once.
         """
         r = self.r
         ticket = fmt.new_nonce()
@@ -100,11 +105,18 @@ class LeaseKeeper:
             lease = m.lease if m is not None else None
             if lease is not None and lease.ticket == ticket:
                 assert current is not None
-                self.ticket = ticket
+                self._hold(ticket)
                 return current  # handed over by the holder's commit
             live = [w for w in lease.queue if w.since + self.duration >= now] if lease else []
             free = lease is None or lease.expires_at < now
             ours_next = not live or live[0].ticket == ticket
+            if read_version is not None and (
+                not free or not ours_next or (m is not None and m.version != read_version)
+            ):
+                raise ConflictError(
+                    "another instance is writing (or wrote) since this transaction read version "
+                    f"{read_version}; retry the transaction (BEGIN IMMEDIATE waits its turn)"
+                )
             if free and ours_next:
                 claim = fmt.WriteLease(
                     ticket,
@@ -114,7 +126,7 @@ class LeaseKeeper:
                 )
                 done = self._write(current, claim)
                 if done is not None:
-                    self.ticket = ticket
+                    self._hold(ticket)
                     return done
                 current = self._read(current)
                 continue
@@ -136,9 +148,20 @@ class LeaseKeeper:
                     owner=holder,
                     expires_at=lease.expires_at if lease is not None else None,
                 )
-            time.sleep(min(remaining, _poll_delay(polls)))
+            ahead = 1 + next((i for i, w in enumerate(live) if w.ticket == ticket), len(live))
+            time.sleep(min(remaining, self._pause(ahead, polls)))
             polls += 1
             current = self._read(current)
+
+    def _pause(self, ahead: int, polls: int) -> float:
+        """How long a waiter with ``ahead`` writers before it sleeps before its next poll.
+
+        About the time those writers take (from how long this process's own claims lasted),
+        so a wait costs a few conditional GETs, not one every few milliseconds.
+        """
+        hold = self.hold_estimate
+        first = 0.8 * ahead * hold if polls == 0 else max(hold / 2, _POLL[0])
+        return min(first, 1.0) * (0.75 + random.random() / 2)
 
     def catch_up(
         self, token: int, claim: Read, snapshot_version: int | None, timeout: float
@@ -234,15 +257,26 @@ class LeaseKeeper:
             and manifest.lease.ticket == self.ticket
         )
 
+    def _hold(self, ticket: str) -> None:
+        self.ticket = ticket
+        self._held_since = time.monotonic()
+
+    def _let_go(self) -> None:
+        if self.ticket is not None:
+            held = time.monotonic() - self._held_since
+            self.hold_estimate = 0.8 * self.hold_estimate + 0.2 * min(held, 5.0)
+        self.ticket = None
+
     def done(self) -> None:
         """The lease went with a published commit."""
-        self.ticket = None
+        self._let_go()
 
     def release(self) -> None:
         """Hand the lease over without a new version (rollback, nothing to publish)."""
-        ticket, self.ticket = self.ticket, None
+        ticket = self.ticket
         if ticket is None:
             return
+        self._let_go()
         try:
             current = self._read(None)
             for _ in range(5):

@@ -72,7 +72,7 @@ class LambdaliteMiddleware:
         else:
             replayable = True
         for attempt in range(1, self.attempts + 1):
-            with request_scope(client) as scope:
+            with request_scope(client, immediate=attempt > 1) as scope:
                 response = self.get_response(request)
             failed = getattr(response, "status_code", 200) >= 500
             retry = failed and scope.conflicts > 0 and scope.retry and replayable
