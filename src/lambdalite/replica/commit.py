@@ -88,6 +88,7 @@ crash_hook: Callable[[str], None] | None = None
 
 INLINE_BUDGET = 12 * 1024  # bytes of inline deltas a manifest may carry in all
 UNKNOWN_ETAG = "unknown"  # matches no real ETag: the next read fetches the manifest
+_REBASES = 100  # times the manifest may move under a publish without a new version
 
 
 def crash_point(name: str) -> None:
@@ -372,7 +373,9 @@ class Committer:
         maybe_sent = False  # a request of ours that may still land is out there
         error: StorageError | None = None
         lease_after, lease_of = handoff(self.lease, base), base
-        for attempt in range(ATTEMPTS):
+        attempt = rebases = 0
+        while attempt < ATTEMPTS and rebases < _REBASES:  # a rebase is no failed attempt
+            attempt += 1
             if lease_of is not base:  # the same bytes for the same base: computed once
                 lease_after, lease_of = handoff(self.lease, base), base
             manifest = fmt.with_delta(
@@ -394,7 +397,8 @@ class Committer:
                 if not maybe_sent:  # this request, the only one sent, did not write
                     current = read_quietly(r.storage)
                     if current is not None and self._rebasable(current[0], base):
-                        base, base_etag = current[0], current[1]  # a compaction moved the ETag
+                        base, base_etag = current[0], current[1]  # compacted, or a waiter came
+                        attempt, rebases = attempt - 1, rebases + 1
                         continue
                     raise
             except TransientStorageError as exc:

@@ -160,8 +160,10 @@ class LeaseKeeper:
         so a wait costs a few conditional GETs, not one every few milliseconds.
         """
         hold = self.hold_estimate
-        first = 0.8 * ahead * hold if polls == 0 else max(hold / 2, _POLL[0])
-        return min(first, 1.0) * (0.75 + random.random() / 2)
+        pause = (
+            max(0.6 * ahead * hold, _POLL[0]) if polls == 0 else max(0.5 * ahead * hold, _POLL[0])
+        )
+        return min(pause, 2.0) * (0.75 + random.random() / 2)
 
     def catch_up(
         self, token: int, claim: Read, snapshot_version: int | None, timeout: float
