@@ -78,3 +78,27 @@ def test_public_names_are_sorted_and_importable() -> None:
     assert list(lambdalite.__all__) == sorted(lambdalite.__all__, key=isort_style)
     for name in lambdalite.__all__:
         assert hasattr(lambdalite, name), name
+
+
+def test_later_attempts_wait_their_turn_at_begin() -> None:
+    from lambdalite.scope import wants_immediate
+
+    seen: list[bool] = []
+
+    @lambdalite.retry_on_conflict(base_delay=0)
+    def work() -> None:
+        seen.append(wants_immediate())
+        if len(seen) < 3:
+            raise lambdalite.ConflictError("lost")
+
+    work()
+    assert seen == [False, True, True]
+    assert not wants_immediate()
+    blocks: list[bool] = []
+    for attempt in lambdalite.retrying(base_delay=0):
+        with attempt:
+            blocks.append(wants_immediate())
+            if len(blocks) < 2:
+                raise lambdalite.ConflictError("lost")
+    assert blocks == [False, True]
+    assert not wants_immediate()

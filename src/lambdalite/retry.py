@@ -21,10 +21,15 @@ or around a block, when a function would be awkward::
 A conflict inside ``with attempt`` is swallowed and the loop goes round again
 (after a jittered pause); any other exception, or the conflict of the last
 attempt, propagates. A block that ends without error ends the loop.
+
+The second and later attempts run their transactions as ``BEGIN IMMEDIATE``
+(:func:`lambdalite.scope.immediate_transactions`): they wait their turn for
+the write lease before reading, so a retry cannot conflict again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -33,6 +38,7 @@ from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar, overload
 
 from lambdalite.errors import ConflictError
+from lambdalite.scope import immediate_transactions
 
 __all__ = ["Attempt", "retry_on_conflict", "retrying"]
 
@@ -73,7 +79,10 @@ def retry_on_conflict(
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             for attempt in range(1, attempts + 1):
                 try:
-                    return fn(*args, **kwargs)
+                    if attempt == 1:
+                        return fn(*args, **kwargs)
+                    with immediate_transactions():  # waits its turn before it reads
+                        return fn(*args, **kwargs)
                 except ConflictError:
                     if attempt == attempts:
                         raise
@@ -99,13 +108,19 @@ class Attempt:
         self.number = number
         self.last = last
         self.succeeded = False
+        self._immediate: contextlib.ExitStack | None = None
 
     def __enter__(self) -> Attempt:
+        if self.number > 1:  # a retry waits its turn before it reads
+            self._immediate = contextlib.ExitStack()
+            self._immediate.enter_context(immediate_transactions())
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> bool:
+        if self._immediate is not None:
+            self._immediate.close()
         if exc_type is None:
             self.succeeded = True
             return False

@@ -32,7 +32,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Bookmark", "RequestScope", "current_scope", "no_retry", "request_scope"]
+__all__ = [
+    "Bookmark",
+    "RequestScope",
+    "current_scope",
+    "immediate_transactions",
+    "no_retry",
+    "request_scope",
+    "wants_immediate",
+]
 
 _MAX_BOOKMARKS = 8
 _ITEM = re.compile(r"([0-9a-f]{8})\.([0-9a-f]{1,64})\.([0-9]{1,19})")
@@ -104,6 +112,33 @@ _scope: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
 def current_scope() -> RequestScope | None:
     """The request being served in this context, if a scope is open."""
     return _scope.get()
+
+
+_immediate: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lambdalite_immediate", default=False
+)
+
+
+@contextlib.contextmanager
+def immediate_transactions() -> Iterator[None]:
+    """Every transaction begun inside takes the write lease at ``BEGIN`` (``BEGIN IMMEDIATE``).
+
+    The retry helpers run their second and later attempts inside it: the attempt
+    waits its turn before it reads, so it cannot conflict again.
+    """
+    token = _immediate.set(True)
+    try:
+        yield
+    finally:
+        _immediate.reset(token)
+
+
+def wants_immediate() -> bool:
+    """Whether a transaction begun now should take the write lease at ``BEGIN``."""
+    if _immediate.get():
+        return True
+    scope = _scope.get()
+    return scope is not None and scope.immediate
 
 
 def no_retry() -> None:

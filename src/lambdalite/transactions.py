@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from lambdalite.errors import ConflictError
-from lambdalite.scope import current_scope
+from lambdalite.scope import wants_immediate
 from lambdalite.statements import Kind, StatementInfo, split_script
 
 if TYPE_CHECKING:
@@ -191,12 +191,10 @@ class TransactionControl:
         return rows
 
     def _wants_immediate(self) -> bool:
-        """Whether a transaction takes the writer role at BEGIN: ``transaction_mode``, or a
-        request re-run after a conflict (:mod:`lambdalite.scope`)."""
-        if self._immediate_default:
-            return True
-        scope = current_scope()
-        return scope is not None and scope.immediate
+        """Whether a transaction takes the writer role at BEGIN: ``transaction_mode``, a
+        request re-run after a conflict, or a retry helper's later attempt
+        (:func:`lambdalite.scope.wants_immediate`)."""
+        return self._immediate_default or wants_immediate()
 
     def _implicit_begin(self) -> bool:
         """Whether a DML statement outside a transaction opens one (legacy control)."""

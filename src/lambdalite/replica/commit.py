@@ -168,7 +168,9 @@ class Committer:
                 if self._write_pos.committed and self._write_pos != r.local.published_pos:
                     self._doubt("its WAL holds committed changes that were never published")
             self._writer = token
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, ConflictError):
+                r.confirmed_at = float("-inf")  # the remote moved: the next read pulls
             self._release_lease()
             self._mutex.release()
             raise
