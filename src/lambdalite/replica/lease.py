@@ -98,7 +98,6 @@ class LeaseKeeper:
         else:
             current = self._read(None)
         queued = False
-        polls = 0
         while True:
             now = r.clock()
             m = current[0] if current is not None else None
@@ -149,20 +148,17 @@ class LeaseKeeper:
                     expires_at=lease.expires_at if lease is not None else None,
                 )
             ahead = 1 + next((i for i, w in enumerate(live) if w.ticket == ticket), len(live))
-            time.sleep(min(remaining, self._pause(ahead, polls)))
-            polls += 1
+            time.sleep(min(remaining, self._pause(ahead)))
             current = self._read(current)
 
-    def _pause(self, ahead: int, polls: int) -> float:
+    def _pause(self, ahead: int) -> float:
         """How long a waiter with ``ahead`` writers before it sleeps before its next poll.
 
         About the time those writers take (from how long this process's own claims lasted),
         so a wait costs a few conditional GETs, not one every few milliseconds.
         """
         hold = self.hold_estimate
-        pause = (
-            max(0.6 * ahead * hold, _POLL[0]) if polls == 0 else max(0.5 * ahead * hold, _POLL[0])
-        )
+        pause = max((ahead - 0.5) * hold, _POLL[0])  # about when our turn should come
         return min(pause, 2.0) * (0.75 + random.random() / 2)
 
     def catch_up(
