@@ -135,8 +135,9 @@ class LeaseKeeper:
                 others = tuple(w for w in live if w.ticket != ticket)
                 # a free lease stays free (expired) for the head of the queue to claim
                 keep = lease if lease is not None else fmt.WriteLease(_FREE, "(free)", 0.0)
-                queued = self._write(current, replace(keep, queue=(*others, waiter))) is not None
-                current = self._read(current)
+                written = self._write(current, replace(keep, queue=(*others, waiter)))
+                queued = written is not None
+                current = written if written is not None else self._read(current)
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -186,8 +187,7 @@ class LeaseKeeper:
                 local.adopt(m, etag, raw)
                 local.save_state()
             return
-        r.confirmed_at = float("-inf")
-        r.puller.refresh(token, max_staleness=0, timeout=timeout)
+        r.puller.pull_to(token, claim, timeout)  # the claim is the newest manifest: no GET
 
     def _read(self, known: Read | None) -> Read | None:
         """The manifest now (a conditional GET when one is known)."""

@@ -38,10 +38,11 @@ from lambdalite.errors import (
     StorageError,
 )
 from lambdalite.replica import format as fmt
-from lambdalite.replica.chain import deltas_since
+from lambdalite.replica.chain import Read, deltas_since
 from lambdalite.replica.local import Doubt
 from lambdalite.replica.pages import PageHashes, checksum_hex, copy_in_place, write_pages
 from lambdalite.scope import current_scope
+from lambdalite.storage.base import Blob
 
 if TYPE_CHECKING:
     from lambdalite.replica.engine import Replica
@@ -100,14 +101,28 @@ class Puller:
                 "the local copy kept moving during a pull; reading version %d", r.local.version
             )
 
-    def _refresh_once(self, token: int, timeout: float) -> bool:
+    def pull_to(self, token: int, known: Read, timeout: float) -> None:
+        """Bring the local copy to the manifest ``known`` (just read or written: no GET)."""
+        r = self.r
+        with r.refresh_mutex:
+            for _attempt in range(5):
+                r.healer.check()
+                if self._refresh_once(token, timeout, known):
+                    r.confirmed_at = time.monotonic()
+                    return
+        raise BusyError("database is locked: the local copy kept moving during a pull")
+
+    def _refresh_once(self, token: int, timeout: float, known: Read | None = None) -> bool:
         """One pull; False if the local copy moved meanwhile (try again)."""
         r, local = self.r, self.r.local
         needs_image = local.needs_image
         try:
-            blob = r.storage.get(
-                fmt.MANIFEST_KEY, if_none_match=None if needs_image else local.etag
-            )
+            if known is not None:
+                blob: Blob | None = Blob(known[2], known[1])
+            else:
+                blob = r.storage.get(
+                    fmt.MANIFEST_KEY, if_none_match=None if needs_image else local.etag
+                )
         except NotFoundError:
             if local.etag is not None:
                 raise StorageError(
