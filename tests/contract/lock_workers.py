@@ -4,12 +4,39 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lambdalite.errors import LockTimeoutError
 from lambdalite.locks import open_lock
-from lambdalite.locks.base import Lock
+from lambdalite.locks.base import Busy, Lock
+
+Requests = Callable[[], tuple[int, int]]
+"""Returns (writes, reads) a lock sent to its service so far."""
+
+
+def count_requests(lock: Any) -> Requests | None:
+    """Count the requests of an object lock (storage ``PUT`` and ``GET``) or a DynamoDB lock
+    (``UpdateItem`` and ``GetItem``, by a botocore event hook); ``None`` for the others."""
+    from lambdalite.locks.dynamodb import DynamoDBLock
+    from lambdalite.locks.object import ObjectLock
+    from lambdalite.replica.stats import CountingStorage
+
+    if isinstance(lock, ObjectLock):
+        counting = CountingStorage(lock.storage)
+        lock.storage = counting
+        return lambda: (counting.stats.puts, counting.stats.gets)
+    if isinstance(lock, DynamoDBLock):
+        counts = {"UpdateItem": 0, "GetItem": 0}
+
+        def hook(model: Any, **_: Any) -> None:
+            if model.name in counts:
+                counts[model.name] += 1
+
+        lock.client.meta.events.register("before-call.dynamodb", hook)
+        return lambda: (counts["UpdateItem"], counts["GetItem"])
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,3 +85,79 @@ def holder(spec: LockSpec, expiration: float, results: Any) -> None:
     results.put((lease.owner, lease.generation, lease.expires_at))
     while True:
         time.sleep(60)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a :func:`contender` saw (``error`` is empty if all went well)."""
+
+    index: int
+    error: str
+    bypassed: list[int]  # grants to others while it waited, from its first look
+    queued: list[int]  # grants to others while it waited, from joining the queue
+    waits: list[float]  # seconds
+    spans: list[tuple[float, float]]  # (acquired, releasing), monotonic
+    requests: tuple[int, int] | None  # (writes, reads) in all
+
+
+def contender(
+    spec: LockSpec,
+    index: int,
+    rounds: int,
+    hold: float,
+    timeout: float,
+    start: Any,
+    grants: Any,
+    results: Any,
+) -> None:
+    """Take the lock ``rounds`` times (holding it ``hold`` seconds), no attempt count.
+
+    Reports, per acquire: how many grants went to others between the moment it started
+    asking and its own grant (``grants`` is a shared counter bumped by every holder), and
+    between the moment it joined the queue (its first look that found it in line) and its
+    grant; its wait; when it held the lock (monotonic: all processes share the clock); and
+    the requests it sent (writes, reads), if the backend counts them.
+    """
+    lock = spec.open()
+    bypassed: list[int] = []
+    queued: list[int] = []
+    waits: list[float] = []
+    spans: list[tuple[float, float]] = []
+    joined: list[int] = []
+    look = lock._try_acquire  # type: ignore[attr-defined]
+
+    def watched(now: float) -> Any:
+        result = look(now)
+        if isinstance(result, Busy) and result.position is not None and not joined:
+            joined.append(grants.value)
+        return result
+
+    lock._try_acquire = watched  # type: ignore[attr-defined]
+    try:
+        requests = count_requests(lock)
+        lock.inspect()  # connect before the gate
+        baseline = requests() if requests else (0, 0)
+        start.wait(120)
+        for _ in range(rounds):
+            joined.clear()
+            before = grants.value
+            started = time.monotonic()
+            lease = lock.acquire(timeout)
+            got = time.monotonic()
+            waits.append(got - started)
+            with grants.get_lock():
+                grants.value += 1
+                bypassed.append(grants.value - before - 1)
+                if joined:
+                    queued.append(grants.value - joined[0] - 1)
+            time.sleep(hold)
+            released = time.monotonic()
+            lock.release(lease)
+            spans.append((got, released))
+        spent = requests() if requests else (0, 0)
+        sent = (spent[0] - baseline[0], spent[1] - baseline[1])
+        results.put(Report(index, "", bypassed, queued, waits, spans, sent if requests else None))
+    except Exception as exc:  # reported, so that the parent's assertion shows it
+        results.put(Report(index, repr(exc), bypassed, queued, waits, spans, None))
+    finally:
+        lock.close()

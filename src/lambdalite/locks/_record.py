@@ -53,9 +53,7 @@ class Waiter:
         return self.since + expiration >= now
 
 
-def live_queue(
-    queue: tuple[Waiter, ...], now: float, expiration: float
-) -> tuple[Waiter, ...]:
+def live_queue(queue: tuple[Waiter, ...], now: float, expiration: float) -> tuple[Waiter, ...]:
     """The live entries, first come first; an owner listed twice counts at its first place."""
     seen: set[str] = set()
     out = []
@@ -140,8 +138,7 @@ class Record:
         if not queue:
             return Record(None, self.generation, 0.0, (), self.generation)
         head = queue[0]
-        return Record(head.owner, self.generation + 1, now + expiration, queue[1:],
-                      self.generation)
+        return Record(head.owner, self.generation + 1, now + expiration, queue[1:], self.generation)
 
     def holds(self, lease: Lease) -> bool:
         return self.owner == lease.owner and self.generation == lease.generation
@@ -176,11 +173,7 @@ def encode(record: Record) -> bytes:
 
 
 def _number(value: object) -> TypeGuard[int | float]:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _queue(value: object) -> tuple[Waiter, ...]:

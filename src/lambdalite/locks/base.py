@@ -42,6 +42,7 @@ overlap (the engine serialises them); give each thread or instance its own objec
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -262,8 +263,8 @@ class LeaseLock(ABC):
         self.clock = clock
         self.backoff = backoff or poll_schedule()
         self._sleep = sleep
-        self._hold: float | None = None  # how long we hold the lock (moving average), seconds
-        self._granted_at: float | None = None  # monotonic, of our last grant
+        # Seconds between two grants, as seen waiting lately.
+        self._intervals: collections.deque[float] = collections.deque(maxlen=16)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.where} key={self._key!r} owner={self._owner!r}>"
@@ -294,13 +295,11 @@ class LeaseLock(ABC):
         position: int | None = None
         result: Lease | Busy | None = None
         current: int | None = None  # the generation of the grant we saw last
-        fresh: float | None = None  # a new grant began at most this long ago
-        looked = time.monotonic()  # our previous look
+        seen: tuple[float, int] | None = None  # (monotonic, generation) at a previous look
         self._begin_acquire()
         try:
             while True:
                 attempts += 1
-                fresh, previous, looked = None, looked, time.monotonic()
                 try:
                     result = self._try_acquire(self.clock())
                 except TransientLockError as exc:
@@ -311,23 +310,25 @@ class LeaseLock(ABC):
                     if isinstance(result, Lease):
                         logger.debug(
                             "acquired %s generation %d after %d look(s)",
-                            self._key, result.generation, attempts,
+                            self._key,
+                            result.generation,
+                            attempts,
                         )
-                        self._granted_at = time.monotonic()
                         return result
                     holder = result.holder or holder
                     position = result.position
                     if result.holder is not None and result.holder.generation != current:
                         current = result.holder.generation
-                        if position == 0:  # next in line behind a new holder
-                            step, fresh = 0, looked - previous
+                        seen = self._pace(seen, current)
+                        if position == 0:
+                            step = 0  # next in line behind a new holder: look often
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (
                     self.max_attempts is not None and attempts >= self.max_attempts
                 ):
                     break
                 hint = result.retry_after if isinstance(result, Busy) else None
-                delay = self._delay(step, position, fresh) if hint is None else hint
+                delay = self._delay(step, position) if hint is None else hint
                 self._pause(min(delay, remaining))
                 step += 1
             handed = self._leave_quietly()
@@ -348,24 +349,23 @@ class LeaseLock(ABC):
             ) from failure
         raise self._timeout_error(holder, attempts, elapsed)
 
-    def _delay(self, step: int, position: int | None, fresh: float | None) -> float:
-        """The wait before the next look: the poll schedule (5 ms doubling to 50 ms), paced
-        by this instance's own hold time (the others' work is much like ours; and our own
-        holds, unlike the intervals seen while waiting, do not grow when a waiter is late):
+    def _pace(self, seen: tuple[float, int] | None, generation: int) -> tuple[float, int]:
+        """Learn the time between two grants from the generations seen at two looks."""
+        now = time.monotonic()
+        if seen is not None and generation > seen[1]:
+            self._intervals.append((now - seen[0]) / (generation - seen[1]))
+        return now, generation
 
-        * next in line (``position`` 0) behind a holder whose grant began at most
-          ``fresh`` seconds ago: first sleep what is left of about 0.6 of a hold, then
-          look on the schedule from 5 ms;
-        * ``position`` places further back: at least ``position + 1`` grants come first;
-          sleep about ``0.7 * position`` holds (at most 1 s)."""
+    def _delay(self, step: int, position: int | None) -> float:
+        """The wait before the next look: the poll schedule (5 ms doubling to 50 ms, from
+        5 ms again whenever the lock passes to the holder we are next after). A waiter
+        ``position`` places behind the first in line cannot be served before ``position +
+        1`` more grants: it sleeps ``0.7 * position`` times the shortest grant interval
+        seen lately (at most 1 s). Intervals vary a lot (commits do), and a waiter that
+        wakes late leaves the lock idle once it is handed to it: the shortest is safe."""
         delay = self.backoff.delay(step)
-        hold = self._hold
-        if hold is None or position is None:
-            return delay
-        if position:
-            return max(delay, min(1.0, 0.7 * position * hold))
-        if fresh is not None:
-            return max(delay, min(1.0, 0.6 * hold - fresh))
+        if position and self._intervals:
+            delay = max(delay, min(1.0, 0.7 * position * min(self._intervals)))
         return delay
 
     def _leave_quietly(self) -> Lease | None:
@@ -439,10 +439,6 @@ class LeaseLock(ABC):
 
     def release(self, lease: Lease) -> None:
         self._check_mine(lease, "release")
-        if self._granted_at is not None:
-            held = time.monotonic() - self._granted_at
-            self._hold = held if self._hold is None else 0.7 * self._hold + 0.3 * held
-            self._granted_at = None
         self._release(lease, self.clock())
         logger.debug("released %s generation %d", self._key, lease.generation)
 

@@ -84,26 +84,30 @@ IAM_INIT = (
     "dynamodb:DescribeTimeToLive",
     "dynamodb:UpdateTimeToLive",
 )
-_TRANSIENT_CODES = frozenset({
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "Throttling",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "TransactionConflictException",
-    "LimitExceededException",
-})
-_CREDENTIAL_CODES = frozenset({
-    "AccessDeniedException",
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "ExpiredTokenException",
-    "MissingAuthenticationTokenException",
-    "IncompleteSignatureException",
-    "InvalidClientTokenId",
-})
+_TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "LimitExceededException",
+    }
+)
+_CREDENTIAL_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "MissingAuthenticationTokenException",
+        "IncompleteSignatureException",
+        "InvalidClientTokenId",
+    }
+)
 
 #: Attribute names of the queue, always passed as expression attribute names.
 _NAMES = {"#q": "queue", "#o": "owner", "#t": "since", "#rel": "released"}
@@ -170,8 +174,10 @@ def translate_error(exc: Exception, *, table: str, action: str, init: bool = Fal
         if code in _TRANSIENT_CODES or status >= 500:
             return TransientLockError(f"{prefix}: {code or status}: {message} (retryable)")
         return LockError(f"{prefix}: {code}: {message}")
-    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | EndpointConnectionError
-                  | ConnectionClosedError):
+    if isinstance(
+        exc,
+        ConnectTimeoutError | ReadTimeoutError | EndpointConnectionError | ConnectionClosedError,
+    ):
         return TransientLockError(f"{prefix}: {exc} (retryable)")
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return LockError(
@@ -393,13 +399,15 @@ class DynamoDBLock(LeaseLock):
         # Decide on the item as the last answer showed it; each write's answer shows it
         # anew, so a lost race is decided again at once (a few rounds at most).
         for _ in range(3):
-            if looked and record is not None and record.owner == self.owner \
-                    and record.held(now):
+            if looked and record is not None and record.owner == self.owner and record.held(now):
                 self._queued = False  # handed over to us (or our write whose answer was lost)
                 return self._lease(record)
             if record is None or record.takeable_by(self.owner, now, self.expiration):
-                write = (self._regrant_write(record, now) if record is not None
-                         and record.owner == self.owner else self._take_write(record, now))
+                write = (
+                    self._regrant_write(record, now)
+                    if record is not None and record.owner == self.owner
+                    else self._take_write(record, now)
+                )
                 ok, record = self._update(write, "take the lock")
                 if ok and record is not None:
                     self._queued = False
@@ -417,7 +425,7 @@ class DynamoDBLock(LeaseLock):
         """Take a free or expired lock: blind (``record`` None: only if nobody waits), or in
         turn (remove our entry and the stale ones ahead, as read)."""
         write = _Write()
-        write.sets.append(_TAKE[len("SET "):_TAKE.index(" REMOVE")])
+        write.sets.append(_TAKE[len("SET ") : _TAKE.index(" REMOVE")])
         write.removes.append("#rel")
         write.conditions.append(_FREE_OR_OURS)
         write.value(":me", {"S": self.owner})
@@ -430,8 +438,14 @@ class DynamoDBLock(LeaseLock):
             write.conditions.append(_NO_QUEUE)
             write.value(":zero", _num(0))
             return write
-        mine = next((i for i, w in enumerate(queue) if w.owner == self.owner
-                     and w.live(now, self.expiration)), None)
+        mine = next(
+            (
+                i
+                for i, w in enumerate(queue)
+                if w.owner == self.owner and w.live(now, self.expiration)
+            ),
+            None,
+        )
         last = mine if mine is not None else len(queue) - 1
         for index in range(min(last + 1, _MAX_REMOVE)):
             write.removes.append(f"#q[{index}]")
@@ -471,8 +485,7 @@ class DynamoDBLock(LeaseLock):
         else:
             write.sets.append("#q = list_append(if_not_exists(#q, :empty), :entry)")
             write.value(":empty", {"L": []})
-            write.value(":entry", {"L": [{"M": {"owner": {"S": self.owner},
-                                                "since": _num(now)}}]})
+            write.value(":entry", {"L": [{"M": {"owner": {"S": self.owner}, "since": _num(now)}}]})
             # Whatever the lock's state: a join that required "held" would lose every
             # time to a holder that releases and takes again between our look and our
             # write. Joining a free lock just makes us first in line. But never create an
@@ -505,8 +518,9 @@ class DynamoDBLock(LeaseLock):
             ok, record = self._update(write, "leave the queue of the lock")
             if ok:
                 return None
-        raise LockError(f"cannot leave the queue of the lock in the {self.where}: it keeps "
-                        "changing")
+        raise LockError(
+            f"cannot leave the queue of the lock in the {self.where}: it keeps changing"
+        )
 
     # -- the holder ------------------------------------------------------------------------
 
@@ -531,11 +545,16 @@ class DynamoDBLock(LeaseLock):
         write.value(":gen", _num(lease.generation))
         write.sets.append("#rel = :gen")
         queue = record.queue
-        head = next((i for i, w in enumerate(queue) if w.owner != lease.owner
-                     and w.live(now, self.expiration)), None)
+        head = next(
+            (
+                i
+                for i, w in enumerate(queue)
+                if w.owner != lease.owner and w.live(now, self.expiration)
+            ),
+            None,
+        )
         if head is not None:
-            write.sets += ["lock_id = :next", "expires_at = :exp",
-                           "generation = generation + :one"]
+            write.sets += ["lock_id = :next", "expires_at = :exp", "generation = generation + :one"]
             write.value(":next", {"S": queue[head].owner})
             write.value(":exp", _num(now + self.expiration))
             write.value(":one", _num(1))
@@ -553,8 +572,9 @@ class DynamoDBLock(LeaseLock):
         gone = [i for i, w in enumerate(queue) if i <= last or w.owner == lease.owner]
         for index in gone[:_MAX_REMOVE]:
             write.removes.append(f"#q[{index}]")
-            write.entry_is(index, queue[index], exactly=index != head
-                           and queue[index].owner != lease.owner)
+            write.entry_is(
+                index, queue[index], exactly=index != head and queue[index].owner != lease.owner
+            )
         if head is None:
             write.conditions.append("size(#q) = :size")
             write.value(":size", _num(len(queue)))
@@ -564,11 +584,13 @@ class DynamoDBLock(LeaseLock):
         view = self._view
         # What we last saw of the item (usually our grant, with the waiters then); if
         # that is stale, the failed write shows the item as it is and we go again.
-        record = view if view is not None and view.holds(lease) else Record(
-            lease.owner, lease.generation, lease.expires_at)
+        record = (
+            view
+            if view is not None and view.holds(lease)
+            else Record(lease.owner, lease.generation, lease.expires_at)
+        )
         for _ in range(10):
-            ok, after = self._update(self._release_write(record, lease, now),
-                                     "release the lock")
+            ok, after = self._update(self._release_write(record, lease, now), "release the lock")
             if ok:
                 if after is not None and after.owner is not None:
                     logger.debug("handed %s over to %s", self.key, after.owner)
@@ -579,8 +601,7 @@ class DynamoDBLock(LeaseLock):
             if after is not None and after.released_after(lease):
                 return  # released already (a retry after an answer that never came back)
             raise self._lost(lease, self._holder(after), "release")
-        raise TransientLockError(f"cannot release the lock in the {self.where}: it keeps "
-                                 "changing")
+        raise TransientLockError(f"cannot release the lock in the {self.where}: it keeps changing")
 
     def inspect(self) -> Lease | None:
         return self._holder(self._get())
@@ -610,8 +631,9 @@ class DynamoDBLock(LeaseLock):
 
 def _table_schema_ok(description: dict[str, Any]) -> bool:
     keys = description.get("KeySchema", [])
-    types = {a["AttributeName"]: a["AttributeType"]
-             for a in description.get("AttributeDefinitions", [])}
+    types = {
+        a["AttributeName"]: a["AttributeType"] for a in description.get("AttributeDefinitions", [])
+    }
     return keys == [{"AttributeName": "pk", "KeyType": "HASH"}] and types.get("pk") == "S"
 
 
@@ -670,8 +692,10 @@ def init_table(
         if description.get("TableStatus") == "ACTIVE":
             break
         if time.monotonic() > deadline:
-            raise LockError(f"DynamoDB table {table} is still {description.get('TableStatus')} "
-                            f"after {wait:.0f}s")
+            raise LockError(
+                f"DynamoDB table {table} is still {description.get('TableStatus')} "
+                f"after {wait:.0f}s"
+            )
         time.sleep(0.5)
 
     ttl = call("describe_time_to_live").get("TimeToLiveDescription", {})

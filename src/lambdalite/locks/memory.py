@@ -66,8 +66,7 @@ class MemoryLock(LeaseLock):
         with self.table.mutex:
             looked, self._looked = self._looked, True
             record = self._get()
-            if looked and record is not None and record.owner == self.owner \
-                    and record.held(now):
+            if looked and record is not None and record.owner == self.owner and record.held(now):
                 self._queued = False
                 return Lease(self.key, self.owner, record.generation, record.expires_at)
             if record is None or record.takeable_by(self.owner, now, self.expiration):
@@ -108,8 +107,9 @@ class MemoryLock(LeaseLock):
             record = self._get()
             if record is None or not record.holds(lease) or record.expires_at < now:
                 raise self._lost(lease, record.lease(self.key) if record else None, "renew")
-            renewed = Record(lease.owner, lease.generation, now + self.expiration,
-                             record.queue, record.released)
+            renewed = Record(
+                lease.owner, lease.generation, now + self.expiration, record.queue, record.released
+            )
             self.table.put(self.key, renewed)
         return Lease(self.key, lease.owner, lease.generation, renewed.expires_at)
 

@@ -169,8 +169,11 @@ class ObjectLock(LeaseLock):
         other owners at work here lately, we first wait about two of our round trips
         (no request): a waiter between its read and its write lands it, and our blind take
         then fails and shows it. A lone writer never waits."""
-        if (self._courteous or now - self._released_at >= _QUIET
-                or now - self._others_at >= 10 * self.expiration):
+        if (
+            self._courteous
+            or now - self._released_at >= _QUIET
+            or now - self._others_at >= 10 * self.expiration
+        ):
             return None
         self._courteous = True
         rtt = self._rtt if self._rtt is not None else 0.02
@@ -189,18 +192,17 @@ class ObjectLock(LeaseLock):
         current = self._view if blind else self._fetch()
         for _ in range(_RACES):
             record, etag = current if current else (None, None)
-            if looked and record is not None and record.owner == self.owner \
-                    and record.held(now):
+            if looked and record is not None and record.owner == self.owner and record.held(now):
                 self._queued = False  # handed over to us (or our write whose answer was lost)
-                return Lease(self.key, self.owner, record.generation, record.expires_at,
-                             etag or "")
+                return Lease(self.key, self.owner, record.generation, record.expires_at, etag or "")
             if record is None or record.takeable_by(self.owner, now, self.expiration):
                 granted = Record.granted(record, self.owner, now, self.expiration)
                 new_etag = self._put(granted, etag=etag, action="take")
                 if new_etag is not None:
                     self._queued = False
-                    return Lease(self.key, self.owner, granted.generation, granted.expires_at,
-                                 new_etag)
+                    return Lease(
+                        self.key, self.owner, granted.generation, granted.expires_at, new_etag
+                    )
             elif blind:
                 pass  # held, says our memory: look before joining the queue
             elif record.must_queue(self.owner, now, self.expiration):
@@ -210,8 +212,10 @@ class ObjectLock(LeaseLock):
                     current = self._view  # decide again on it: free with us first? take it
                     continue
             else:
-                return Busy(record.lease(self.key, etag or ""),
-                            record.position(self.owner, now, self.expiration))
+                return Busy(
+                    record.lease(self.key, etag or ""),
+                    record.position(self.owner, now, self.expiration),
+                )
             # Stale, or we lost a race to another writer (a waiter joining, a release):
             # read and decide again at once, so as not to lose our place sleeping.
             blind = False
@@ -231,8 +235,14 @@ class ObjectLock(LeaseLock):
                 return Lease(self.key, self.owner, record.generation, record.expires_at, etag)
             if all(w.owner != self.owner for w in record.queue):
                 return None
-            if self._put(record.without(self.owner, now, self.expiration), etag=etag,
-                         action="leave the queue of") is not None:
+            if (
+                self._put(
+                    record.without(self.owner, now, self.expiration),
+                    etag=etag,
+                    action="leave the queue of",
+                )
+                is not None
+            ):
                 return None
             current = self._fetch()
         raise LockError(f"cannot leave the queue of the {self.where}: it keeps changing")
@@ -276,8 +286,9 @@ class ObjectLock(LeaseLock):
                 continue
             if current is not None and current[0].released_after(lease):
                 return  # released already (a retry after an answer that never came back)
-            raise self._lost(lease, current[0].lease(self.key, current[1]) if current else None,
-                             "release")
+            raise self._lost(
+                lease, current[0].lease(self.key, current[1]) if current else None, "release"
+            )
         raise TransientLockError(f"cannot release the {self.where}: it keeps changing")
 
     def inspect(self) -> Lease | None:
