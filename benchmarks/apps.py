@@ -16,8 +16,8 @@ to every S3 exchange, as a network between Lambda and S3 would. No fault is inje
   behind a busy instance). ``--requests`` requests per client.
 * **Flask workload**: register a user (``POST /register``), log in (``POST /login``), then
   ``--actions`` requests each adding a note (``POST /notes``, with ``--write-ratio``) or
-  listing them (``GET /notes``), then a new user. Register and log in hash the password
-  (scrypt): CPU, not storage.
+  listing them (``GET /notes``), then a new user (at once if the registration or the login
+  failed). Register and log in hash the password (scrypt): CPU, not storage.
 * **Django workload**: ``GET /`` (it counts the visit: a read-modify-write of a counter, so it
   is a *write* request), ``POST /`` (sign the guestbook) and ``GET /stats`` (the visit count
   and every entry as JSON: the read-only page). The first ``GET /`` gives the CSRF cookie.
@@ -43,10 +43,14 @@ are in the JSON.
     .venv/bin/python benchmarks/apps.py --apps flask --instances 2,4 --requests 50
     .venv/bin/python benchmarks/apps.py --latency 0                # no added latency
 
-Prints markdown tables; writes ``benchmarks/results/apps.json`` and ``apps.png`` (latency
-percentiles and failed requests against N). Needs the ``test`` extra (SeaweedFS, Flask,
-Django) and the ``bench`` extra (apig-wsgi, matplotlib). Exits with status 1 when a request
-failed or an update was lost.
+Prints markdown tables (per app and N; per endpoint) and the issue's goal checked per run (0
+failed requests, <= 1 storage request per read-only request, <= 3 per write request); writes
+``benchmarks/results/apps.json`` (every request, the failures' tracebacks, the checks) and
+``apps.png`` (latency percentiles, storage requests per request and failed requests against
+N). ``--debug-log DIR`` writes each instance's ``lambdalite`` DEBUG log, with every storage
+request it made (method, key, condition, answer), to ``DIR``. Needs the ``test`` extra
+(SeaweedFS, Flask, Django) and the ``bench`` extra (apig-wsgi, matplotlib). Exits with
+status 1 when a request failed or an update was lost.
 """
 
 from __future__ import annotations
@@ -61,7 +65,10 @@ import multiprocessing
 import os
 import platform
 import random
+import re
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -132,6 +139,55 @@ class _Context:
         return int((self._deadline - time.monotonic()) * 1000)
 
 
+class _KeyLog:
+    """``--debug-log``: logs each storage request (method, key, condition) of the engine."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.log = logging.getLogger("lambdalite.bench.storage")
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name not in ("get", "put", "delete", "list", "get_file", "put_file"):
+            return attr
+
+        def logged(*args: Any, **kwargs: Any) -> Any:
+            conditions = {k: v for k, v in kwargs.items() if k.startswith("if_")}
+            try:
+                result = attr(*args, **kwargs)
+            except Exception as exc:
+                self.log.debug("%s %s %s -> %r", name, args[0], conditions, exc)
+                raise
+            if name == "get":
+                answer = "304" if result is None else f"{len(result.data)} bytes"
+            else:
+                answer = "ok"
+            if args[0] == "manifest" and name in ("get", "put"):
+                data = args[1] if name == "put" else getattr(result, "data", None)
+                answer += _manifest_summary(data)
+            self.log.debug("%s %s %s -> %s", name, args[0], conditions, answer)
+            return result
+
+        return logged
+
+
+def _manifest_summary(data: bytes | None) -> str:
+    """`` [version, lease holder and queue]`` of a manifest's bytes, for the debug log."""
+    if data is None:
+        return ""
+    from lambdalite.replica import format as fmt
+
+    m = fmt.decode_manifest(data)
+    if m.lease is None:
+        return f" [v{m.version}, no lease]"
+    left = m.lease.expires_at - time.time()
+    queue = ",".join(f"{w.owner}/{w.ticket[:6]}" for w in m.lease.queue)
+    return (
+        f" [v{m.version}, lease {m.lease.owner}/{m.lease.ticket[:6]} for {left:.1f} s, "
+        f"queue: {queue or '-'}]"
+    )
+
+
 def _load_flask() -> tuple[Callable[[dict[str, Any], Any], Any], Any]:
     """Cold start: import the Lambda entry point (creates the app and its tables)."""
     sys.path.insert(0, str(REPO))
@@ -165,9 +221,9 @@ def instance_main(
     ``debug_log``: a file for the ``lambdalite`` logger at DEBUG (``--debug-log``).
     """
     if debug_log is not None:
-        handler = logging.FileHandler(debug_log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        logging.getLogger("lambdalite").addHandler(handler)
+        to_file = logging.FileHandler(debug_log)
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logging.getLogger("lambdalite").addHandler(to_file)
         logging.getLogger("lambdalite").setLevel(logging.DEBUG)
     for key, value in env.items():
         if value is None:
@@ -181,6 +237,8 @@ def instance_main(
         pipe.send({"error": traceback.format_exc()})
         return
     stats = replica.stats
+    if debug_log is not None:
+        replica.storage.inner = _KeyLog(replica.storage.inner)
     pipe.send({"cold_start_ms": 1000 * (time.perf_counter() - started), "stats": stats.as_dict()})
     watch = _LogWatch()
     logging.getLogger().addHandler(watch)
@@ -193,6 +251,8 @@ def instance_main(
     with contextlib.suppress(KeyboardInterrupt, EOFError):
         while (event := pipe.recv()) is not None:
             watch.take()
+            if debug_log is not None:
+                logging.getLogger("lambdalite.bench").debug("request %s", event.get("rawPath"))
             before = stats.copy()
             at = time.time()
             t0 = time.perf_counter()
@@ -316,8 +376,11 @@ class Sample:
     status: int | None
     latency_ms: float
     gets: int
+    not_modified: int  # GETs answered 304 (no body)
     puts: int
     requests: int
+    bytes_down: int
+    bytes_up: int
     reruns: int
     retries: int
     expected: bool
@@ -381,16 +444,12 @@ class Client:
         self.budget -= 1
         event = _event(method, path, self.cookies, form, headers or {})
         with self.fleet.pick() as instance:
+            index = instance.index
             try:
                 reply = instance.invoke(event)
             except InstanceDied as exc:
-                reply = {"response": None, "error": str(exc), "latency_ms": math.nan}
-                index = instance.index
-                died = exc
-            else:
-                index, died = instance.index, None
-        if died is not None:
-            log(f"    {died}")
+                log(f"    {exc}")
+                reply = {"error": str(exc), "latency_ms": math.nan}
         response = reply.get("response") or {}
         status = response.get("statusCode")
         for line in response.get("cookies", ()):
@@ -410,8 +469,11 @@ class Client:
             status=status,
             latency_ms=reply["latency_ms"],
             gets=counts.get("gets", 0),
+            not_modified=counts.get("not_modified", 0),
             puts=counts.get("puts", 0),
             requests=counts.get("requests", 0),
+            bytes_down=counts.get("bytes_down", 0),
+            bytes_up=counts.get("bytes_up", 0),
             reruns=reply.get("reruns", 0),
             retries=reply.get("retries", 0),
             expected=error is None and expect(answer),
@@ -495,14 +557,17 @@ def flask_client(
         client.cookies.clear()
         username = f"{name}-u{user_number}"
         form = {"username": username, "password": PASSWORD}
-        answer, sample = client.request(
+        _, sample = client.request(
             "register", "POST", "/register", form, expect=_redirects_to("/login")
         )
-        if sample.expected:
-            ledger.add("users", username)
+        if not sample.expected:
+            continue  # a failed registration: the next user (no cascade of failed logins)
+        ledger.add("users", username)
         if client.budget <= 0:
             return
-        client.request("login", "POST", "/login", form, expect=_redirects_to("/notes"))
+        _, sample = client.request("login", "POST", "/login", form, expect=_redirects_to("/notes"))
+        if not sample.expected:
+            continue
         mine: list[str] = []
         for i in range(args.actions):
             if client.budget <= 0:
@@ -669,8 +734,8 @@ def run_one(
         f"requests {row['read']['storage_requests']:.2f} / read, "
         f"{row['write']['storage_requests']:.2f} / write ({duration:.0f} s)"
     )
-    for error in row["errors"][:3]:
-        log("    failure: " + error.strip().replace("\n", "\n    "))
+    for kind, count in row["failures"].items():
+        log(f"    {count} failed: {kind}")
     return row
 
 
@@ -717,7 +782,7 @@ def _group(samples: list[Sample]) -> dict[str, Any]:
 def summarize(samples: list[Sample]) -> dict[str, Any]:
     """Counts, latency percentiles and storage requests, for reads, writes and each endpoint."""
     done = [s for s in samples if not s.failed]
-    errors = Counter(s.error for s in samples if s.error)
+    errors = Counter(s.error for s in samples if s.error)  # whole tracebacks, for the JSON
     return {
         "requests": len(samples),
         "reads": sum(not s.write for s in done),
@@ -741,8 +806,18 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
             }
             for e in sorted({s.endpoint for s in samples})
         },
-        "errors": [f"{count}x {error}" for error, count in errors.most_common()],
+        "failures": dict(Counter(_failure_kind(s) for s in samples if s.failed).most_common()),
+        "errors": [f"{count}x {error}" for error, count in errors.most_common(5)],
     }
+
+
+def _failure_kind(sample: Sample) -> str:
+    """The endpoint and the error's last exception line, numbers left out: failures grouped."""
+    lines = [line.strip() for line in (sample.error or "").splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("(Background on this error")]
+    raised = [line for line in lines if re.match(r"[\w.]+(Error|Exception)\b.*:", line)]
+    last = (raised or lines or [f"status {sample.status}"])[-1]
+    return f"{sample.endpoint}: {re.sub(r'[0-9]+', 'N', last)[:300]}"
 
 
 def verify(app: str, remote: str, endpoint: str, cache: Path, ledger: Ledger) -> dict[str, Any]:
@@ -848,9 +923,9 @@ def goals(rows: list[dict[str, Any]]) -> str:
         if r["lost_updates"]:
             misses.append(f"{r['lost_updates']} lost updates")
         if r["read"]["requests"] and r["read"]["storage_requests"] > 1:
-            misses.append(f"{r['read']['storage_requests']:.2f} storage requests per read")
+            misses.append(f"{r['read']['storage_requests']:.3f} storage requests per read")
         if r["write"]["requests"] and r["write"]["storage_requests"] > 3:
-            misses.append(f"{r['write']['storage_requests']:.2f} storage requests per write")
+            misses.append(f"{r['write']['storage_requests']:.3f} storage requests per write")
         verdict = "met" if not misses else "missed: " + ", ".join(misses)
         lines.append(f"{r['app']} N={r['instances']}: {verdict}")
     return "\n".join(lines)
@@ -868,10 +943,12 @@ def _finite(value: Any) -> Any:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Latency percentiles, storage requests per request and failed requests against N."""
     plt = pyplot()
     if plt is None:
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    (reads, writes), (storage, failed) = axes
     colors = {"flask": "tab:blue", "django": "tab:green"}
     styles = {"p50_ms": "o-", "p95_ms": "s--", "p99_ms": "^:"}
     good = [r for r in rows if "error" not in r]
@@ -880,27 +957,62 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
         if not mine:
             continue
         xs = [r["instances"] for r in mine]
-        for ax, kind in ((axes[0], "read"), (axes[1], "write")):
+        for ax, kind in ((reads, "read"), (writes, "write")):
             for key, style in styles.items():
                 ys = [r[kind][key] for r in mine]
                 ax.plot(xs, ys, style, color=colors[app], label=f"{app} {key[:3]}")
-        axes[2].plot(xs, [r["failed"] for r in mine], "o-", color=colors[app], label=app)
-    titles = ("read-only requests", "write requests", "failed requests")
-    units = ("latency (ms)", "latency (ms)", "requests")
+        for kind, style in (("read", "o-"), ("write", "s--")):
+            ys = [r[kind]["storage_requests"] for r in mine]
+            storage.plot(xs, ys, style, color=colors[app], label=f"{app}, per {kind}")
+        failed.plot(xs, [r["failed"] for r in mine], "o-", color=colors[app], label=app)
+    for goal in (1, 3):
+        storage.axhline(goal, color="grey", linewidth=0.8, linestyle=":")
+    panels = (
+        (reads, "read-only requests", "latency (ms)"),
+        (writes, "write requests", "latency (ms)"),
+        (storage, "storage requests per request (goal: 1 per read, 3 per write)", "requests"),
+        (failed, "failed requests", "requests"),
+    )
     counts = sorted({r["instances"] for r in rows})
-    for ax, title, unit in zip(axes, titles, units, strict=True):
+    for ax, title, unit in panels:
         ax.set_xscale("log", base=2)
         ax.set_xticks(counts, [str(n) for n in counts])
         ax.set_xlabel("instances")
         ax.set_ylabel(unit)
-        ax.set_title(title)
+        ax.set_title(title, fontsize="medium")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-    axes[2].set_ylim(bottom=0)
+    writes.set_yscale("log")
+    storage.set_yscale("log")
+    failed.set_ylim(bottom=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit, with ``+dirty`` when src/ has uncommitted changes (or None)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main() -> None:
@@ -937,8 +1049,13 @@ def main() -> None:
         parser.error("--latency must be >= 0 and --write-ratio within 0..1")
     if args.debug_log:
         args.debug_log.mkdir(parents=True, exist_ok=True)
+    # Ctrl+C, and a kill, stop the instances, the proxy and SeaweedFS on the way out (also
+    # when started in the background, where SIGINT would otherwise be ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     from lambdalite.testing.s3proxy import FaultProxy
 
+    commit = _git_commit()  # the engine moves fast: say which one was measured
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lambdalite-apps-bench-") as tmp:
@@ -975,6 +1092,7 @@ def main() -> None:
         "write_ratio": args.write_ratio,
         "actions_per_login": args.actions,
         "seed": args.seed,
+        "commit": commit,
         "seconds": round(elapsed, 1),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -988,4 +1106,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        log("interrupted: instances, proxy and SeaweedFS stopped")
+        sys.exit(130)
