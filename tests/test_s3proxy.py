@@ -35,6 +35,7 @@ from botocore.exceptions import (
 
 import lambdalite.testing.s3proxy as s3proxy
 from lambdalite.errors import ConfigurationError
+from lambdalite.storage.s3 import SMALL_BODY, S3Storage
 from lambdalite.testing.s3proxy import FaultKind, FaultProxy
 from tests.servers.seaweedfs import S3Remote
 
@@ -543,3 +544,24 @@ def test_cli_serves_until_sigterm(s3_remote: S3Remote, direct: Any) -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_lambdalite_sends_small_bodies_without_waiting_for_100_continue(
+    proxy: FaultProxy, s3_remote: S3Remote, tmp_path: Path
+) -> None:
+    """A manifest or a delta is one round trip; a body over a MiB still asks first (a refused
+    conditional write then costs no upload)."""
+    storage = S3Storage(s3_remote.bucket, f"{s3_remote.prefix}/db", endpoint_url=proxy.endpoint_url)
+    try:
+        storage.put("manifest", b"m" * 4096, if_none_match=True)
+        storage.put("delta", b"d" * 100_000)
+        big = tmp_path / "big"
+        big.write_bytes(b"b" * (SMALL_BODY + 1))
+        storage.put_file("snapshot", str(big))
+    finally:
+        storage.close()
+    puts = {r.key.rsplit("/", 1)[-1]: r for r in proxy.log if r.method == "PUT"}
+    assert not puts["manifest"].expect_continue
+    assert not puts["delta"].expect_continue
+    assert puts["snapshot"].expect_continue
+    assert all(r.status == 200 for r in puts.values())

@@ -174,6 +174,7 @@ def replica_for(settings: Settings) -> Replica:
                 compact_after_bytes=settings.compact_after_bytes,
                 write_lease=settings.lock == "manifest",
                 lease_duration=settings.lock_expiration,
+                lease_max_attempts=settings.lock_max_attempts,
             ),
             lock=lock,
         )

@@ -31,7 +31,14 @@ from typing import Any
 import pytest
 
 from lambdalite.errors import LockLostError, LockTimeoutError
-from lambdalite.locks.base import Busy, Lease, LeaseLock, Lock, TransientLockError
+from lambdalite.locks.base import (
+    ATTEMPT_SPACING,
+    Busy,
+    Lease,
+    LeaseLock,
+    Lock,
+    TransientLockError,
+)
 from lambdalite.storage.faulty import FaultyStorage
 from tests.contract.lock_workers import (
     LockSpec,
@@ -206,6 +213,33 @@ def test_acquire_inspect_release(backend: Backend, clock: FakeClock) -> None:
     lock.close()
 
 
+def test_an_attempt_count_lasts_as_long_as_django_sqlite_efs_attempts(
+    backend: Backend, clock: FakeClock
+) -> None:
+    """SQLITE_LOCK_MAX_ATTEMPTS = N waits at least as long as django-sqlite-efs's N attempts
+    (50 ms, 100 ms, ... apart), not N quick polls, and the looks stay quick meanwhile."""
+    a = backend.make(clock=clock, expiration=EXPIRATION)
+    lease = a.acquire(1)
+    b = backend.make(clock=clock, max_attempts=4)
+    pauses: list[float] = []
+    real = b._pause
+
+    def recorded(seconds: float) -> None:
+        pauses.append(seconds)
+        real(seconds)
+
+    b._pause = recorded  # type: ignore[method-assign]
+    started = time.monotonic()
+    with pytest.raises(LockTimeoutError):
+        b.acquire(60)
+    assert time.monotonic() - started >= (1 + 2 + 3) * ATTEMPT_SPACING  # efs: 50+100+150 ms
+    assert min(pauses) < ATTEMPT_SPACING  # a waiter still looks often
+    assert a.waiters() == ()  # it left the queue
+    a.release(lease)
+    a.close()
+    b.close()
+
+
 def test_a_second_owner_waits_and_the_timeout_names_the_holder(
     backend: Backend, clock: FakeClock
 ) -> None:
@@ -222,7 +256,8 @@ def test_a_second_owner_waits_and_the_timeout_names_the_holder(
     b._try_acquire = counted  # type: ignore[method-assign]
     with pytest.raises(LockTimeoutError) as caught:
         b.acquire(10)
-    assert len(attempts) == 3  # bounded by max_attempts, well before the 10 s timeout
+    # bounded by max_attempts (django-sqlite-efs's 3 attempts: 50 + 100 ms), before the timeout
+    assert len(attempts) >= 3
     assert b.owner not in a.waiters()  # it left the queue when it gave up
     assert caught.value.owner == a.owner
     assert caught.value.expires_at == pytest.approx(lease.expires_at, abs=0.002)

@@ -251,3 +251,29 @@ def test_a_rerun_request_takes_the_lease_at_begin(instance: Instance, remote: st
         conn.execute("BEGIN")
         assert _manifest(remote).lease is None  # a first run reads without the lease
         conn.rollback()
+
+
+@pytest.mark.parametrize("bound", ["timeout", "lock_max_attempts"])
+def test_a_waiter_that_gives_up_leaves_the_queue(
+    instance: Instance, remote: str, bound: str
+) -> None:
+    """A waiter that gives up (its timeout, or an explicitly set ``lock_max_attempts``) takes
+    itself out of the queue: the holder's commit never hands the lease to a writer gone."""
+    _counter(instance)
+    holder = instance("holder", isolation_level=None, lock_expiration=3600)
+    holder.execute("BEGIN IMMEDIATE")
+    limits: dict[str, object] = (
+        {"timeout": 0.5} if bound == "timeout" else {"timeout": 3600, "lock_max_attempts": 3}
+    )
+    waiter = instance("waiter", isolation_level=None, **limits)
+    with pytest.raises(lambdalite.LockTimeoutError) as caught:
+        waiter.execute("UPDATE c SET n = n + 1")
+    if bound == "lock_max_attempts":
+        assert "lock_max_attempts" in str(caught.value)
+    lease = _manifest(remote).lease
+    assert lease is not None and lease.queue == ()  # only the holder is left
+    holder.execute("UPDATE c SET n = n + 1")
+    holder.commit()
+    assert _manifest(remote).lease is None  # nobody to hand it to
+    waiter.execute("UPDATE c SET n = n + 1")  # and it can write once it tries again
+    assert holder.execute("SELECT n FROM c").fetchone() == (2,)

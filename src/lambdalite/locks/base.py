@@ -27,8 +27,10 @@ waiters kept with the lock (one write), then polls (cheap reads, 5 ms growing to
 with jitter, never past its timeout) until the lock is handed to it, or is free with it
 first in line. Releasing hands the lock to the first live waiter (the rules are in
 :mod:`lambdalite.locks._record`; :mod:`lambdalite.replica.lease` is the model). One
-``timeout`` governs a wait; ``max_attempts``, when set, bounds the number of looks at
-the lock (each poll is one); by default there is no count.
+``timeout`` governs a wait; ``max_attempts``, when set, also bounds it, counted in
+django-sqlite-efs's attempts (50 ms, 100 ms, 150 ms, ... apart: :class:`AttemptBudget`), so a
+count set for it waits as long as it did there while the looks stay quick; by default there is
+no count.
 
 Every backend subclasses :class:`LeaseLock`, which holds what they share: the acquire
 loop (contention ends in :class:`~lambdalite.errors.LockTimeoutError` naming the holder;
@@ -216,6 +218,39 @@ class Backoff:
         return self._rng.uniform(self.floor * ceiling, ceiling)
 
 
+#: django-sqlite-efs waited ``n * ATTEMPT_SPACING`` seconds after its attempt ``n``.
+ATTEMPT_SPACING = 0.05
+
+
+class AttemptBudget:
+    """An explicitly set attempt count (``SQLITE_LOCK_MAX_ATTEMPTS``), in django-sqlite-efs's
+    attempts: a look at a busy lock counts as an attempt only once the waiter has waited, since
+    the previous one, as long as that tool waited (50 ms, then 100 ms, 150 ms, ...). So
+    ``max_attempts = 10`` waits at least the 2.25 s it waited there, while a waiter still looks
+    often enough to take the lock when its turn comes. A look that failed (the lock could not
+    be reached) always counts. ``None``: no count (only the timeout ends a wait)."""
+
+    def __init__(self, max_attempts: int | None) -> None:
+        self.max_attempts = max_attempts
+        self.counted = 0
+        self._waited = 0.0  # seconds paused so far
+        self._due = 0.0  # the next look counts once _waited reaches this
+
+    def look(self, *, failed: bool = False) -> None:
+        """Record one look at the lock (``failed``: it could not be reached)."""
+        if failed or self._waited >= self._due:
+            self.counted += 1
+            self._due = self._waited + ATTEMPT_SPACING * self.counted
+
+    def paused(self, seconds: float) -> None:
+        """Record a pause between two looks."""
+        self._waited += seconds
+
+    @property
+    def spent(self) -> bool:
+        return self.max_attempts is not None and self.counted >= self.max_attempts
+
+
 def poll_schedule() -> Backoff:
     """How a waiter polls: 5 ms doubling to 50 ms, each wait jittered in its upper half (so
     never a tight loop, and waiters do not poll in step)."""
@@ -291,6 +326,7 @@ class LeaseLock(ABC):
         holder: Lease | None = None
         failure: TransientLockError | None = None
         attempts = 0
+        budget = AttemptBudget(self.max_attempts)
         step = 0  # of the poll schedule
         position: int | None = None
         result: Lease | Busy | None = None
@@ -323,13 +359,13 @@ class LeaseLock(ABC):
                         if position == 0:
                             step = 0  # next in line behind a new holder: look often
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (
-                    self.max_attempts is not None and attempts >= self.max_attempts
-                ):
+                budget.look(failed=result is None)
+                if remaining <= 0 or budget.spent:
                     break
                 hint = result.retry_after if isinstance(result, Busy) else None
-                delay = self._delay(step, position) if hint is None else hint
-                self._pause(min(delay, remaining))
+                delay = min(self._delay(step, position) if hint is None else hint, remaining)
+                budget.paused(delay)
+                self._pause(delay)
                 step += 1
             handed = self._leave_quietly()
         except BaseException:

@@ -127,7 +127,11 @@ class Committer:
         self._generation = 0
         self._wal_file: tuple[int, int] | None = None
         opts = replica.options
-        self.lease = LeaseKeeper(replica, opts.lease_duration) if opts.write_lease else None
+        self.lease = (
+            LeaseKeeper(replica, opts.lease_duration, max_attempts=opts.lease_max_attempts)
+            if opts.write_lease
+            else None
+        )
 
     # ------------------------------------------------------------------ 1. begin
 

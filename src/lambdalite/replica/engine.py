@@ -57,6 +57,7 @@ class EngineOptions:
     compact_after_bytes: int = 1024 * 1024
     write_lease: bool = False  # writers wait their turn (the manifest's lease: replica/lease.py)
     lease_duration: float = 10.0  # seconds a dead or frozen holder keeps the others waiting
+    lease_max_attempts: int | None = None  # looks at the lease before giving up (None: timeout)
 
 
 class Replica:

@@ -42,6 +42,7 @@ from lambdalite.errors import (
     StorageError,
     TransientStorageError,
 )
+from lambdalite.locks.base import AttemptBudget
 from lambdalite.replica import format as fmt
 from lambdalite.replica.chain import Read, read_manifest
 from lambdalite.replica.pages import checksum_hex
@@ -71,9 +72,12 @@ def next_holder(lease: fmt.WriteLease | None, now: float, duration: float) -> fm
 class LeaseKeeper:
     """Claims and hands over the write lease of one replica's remote (one claim at a time)."""
 
-    def __init__(self, replica: Replica, duration: float) -> None:
+    def __init__(
+        self, replica: Replica, duration: float, *, max_attempts: int | None = None
+    ) -> None:
         self.r = replica
         self.duration = duration
+        self.max_attempts = max_attempts  # looks while waiting (``lock_max_attempts``)
         self.ticket: str | None = None  # the lease this process holds, if any
         self.hold_estimate = 0.1  # seconds a claim is held, as seen here (a moving average)
         self._held_since = 0.0
@@ -98,6 +102,7 @@ class LeaseKeeper:
         else:
             current = self._read(None)
         queued = False
+        budget = AttemptBudget(self.max_attempts)  # lock_max_attempts, if set
         while True:
             now = r.clock()
             m = current[0] if current is not None else None
@@ -140,17 +145,51 @@ class LeaseKeeper:
                 current = written if written is not None else self._read(current)
                 continue
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            budget.look()
+            if remaining <= 0 or budget.spent:
                 holder = lease.owner if lease is not None else None
+                bound = (
+                    f"tried {budget.counted} time(s) (lock_max_attempts)"
+                    if remaining > 0
+                    else f"waited {timeout:g} s"
+                )
+                self._leave(current, ticket)
                 raise LockTimeoutError(
-                    f"database is locked: waited {timeout:g} s for the write lease of "
-                    f"{r.remote} (held by {holder}, {len(live)} waiting); raise `timeout`",
+                    f"database is locked: {bound} for the write lease of {r.remote} (held by "
+                    f"{holder}, {len(live)} waiting); raise `timeout`",
                     owner=holder,
                     expires_at=lease.expires_at if lease is not None else None,
                 )
             ahead = 1 + next((i for i, w in enumerate(live) if w.ticket == ticket), len(live))
-            time.sleep(min(remaining, self._pause(ahead)))
+            pause = min(remaining, self._pause(ahead))
+            budget.paused(pause)
+            time.sleep(pause)
             current = self._read(current)
+
+    def _leave(self, current: Read | None, ticket: str) -> None:
+        """A waiter that gives up leaves the queue, so the lease is never handed to it.
+
+        If it was handed over at that very moment, it is passed on to the next waiter.
+        Best effort: an entry left behind goes stale after ``duration`` by itself.
+        """
+        try:
+            for _ in range(5):
+                if current is None or current[0].lease is None:
+                    return
+                lease = current[0].lease
+                if lease.ticket == ticket:
+                    new = next_holder(lease, self.r.clock(), self.duration)
+                elif any(w.ticket == ticket for w in lease.queue):
+                    queue = tuple(w for w in lease.queue if w.ticket != ticket)
+                    free = not queue and lease.ticket == _FREE
+                    new = None if free else replace(lease, queue=queue)
+                else:
+                    return
+                if self._write(current, new) is not None:
+                    return
+                current = self._read(current)
+        except StorageError as exc:
+            log.warning("could not leave the write lease's queue (the entry expires): %s", exc)
 
     def _pause(self, ahead: int) -> float:
         """How long a waiter with ``ahead`` writers before it sleeps before its next poll.
