@@ -51,7 +51,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from lambdalite.cursor import Cursor, note_conflict
-from lambdalite.statements import StatementCache, StatementInfo, classify
+from lambdalite.statements import Kind, StatementCache, StatementInfo, classify
 from lambdalite.transactions import LEGACY_TRANSACTION_CONTROL, TransactionControl
 
 __all__ = ["LEGACY_TRANSACTION_CONTROL", "Connection", "Engine"]
@@ -84,6 +84,12 @@ class Engine(Protocol):
 
     @property
     def raw_generation(self) -> int: ...
+    @property
+    def writer_sees_newest(self) -> bool:
+        """Whether :meth:`begin_write` with no snapshot brings the local copy to the newest
+        version itself (so the freshness check before such a transaction is redundant)."""
+        ...
+
     def for_this_process(self) -> Engine: ...
     def refresh(self, token: int, *, max_staleness: float, timeout: float) -> None: ...
     def connect_raw(self, **kwargs: object) -> sqlite3.Connection: ...
@@ -439,7 +445,7 @@ class Connection(TransactionControl):
             self._refresh()
             raw = self._ensure_raw()
             info = self._info(raw, sql, first)
-        if not info.local:
+        if not info.local and not self._begins_writing(info):
             self._refresh()  # statements that read nothing of the database cost no round trip
             raw = self._ensure_raw()
         try:
@@ -450,6 +456,19 @@ class Connection(TransactionControl):
                 # names may resolve elsewhere now (a TEMP table shadowing a main one):
                 # classify every statement again
                 self._kinds.clear()
+
+    def _begins_writing(self, info: StatementInfo) -> bool:
+        """Whether the statement opens a transaction as the writer, on an engine whose write
+        lease brings the local copy to the newest version: the claim (a conditional write of
+        the manifest) is the freshness check, and a GET before it would be one round trip more."""
+        if self._in_txn or self._active or not self._replica.writer_sees_newest:
+            return False
+        kind = info.kind
+        if kind is Kind.BEGIN:
+            return info.immediate or self._wants_immediate()
+        if kind is Kind.SAVEPOINT or self._pending_begin:
+            return self._wants_immediate()
+        return info.writes and kind is not Kind.VACUUM
 
     def _cursor_active(self, cid: int, active: bool) -> None:
         if active:

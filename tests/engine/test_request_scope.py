@@ -186,3 +186,62 @@ def test_no_retry_view_decorator(instance: Instance) -> None:
 def test_middleware_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         LambdaliteMiddleware(lambda e, s: [], attempts=0)
+
+
+def test_a_route_that_conflicted_waits_its_turn_from_the_start(instance: Instance) -> None:
+    """After a conflict on ``POST /items/<id>``, the next request of that route (any id) takes
+    the write lease at BEGIN: another instance's commit between its read and its write no
+    longer makes it conflict and run twice. Other routes keep the deferred path."""
+    _table(instance)
+    a, b = instance("a", isolation_level=None), instance("b", isolation_level=None)
+    runs: list[int] = []
+    app = LambdaliteMiddleware(
+        _counter_app(a, lambda: b.execute("INSERT INTO t VALUES (10)"), runs)
+    )
+    assert _call(app, path="/items/1", body=b"5")[0] == "200 OK"
+    assert len(runs) == 2  # conflicted, re-run
+    assert app.routes.contended(app.routes.key("POST", "/items/2"))
+    assert not app.routes.contended(app.routes.key("POST", "/other"))
+
+    def meanwhile() -> None:  # another instance tries to write while we hold the lease
+        with pytest.raises(lambdalite.LockTimeoutError):
+            b.execute("INSERT INTO t VALUES (20)")
+
+    b.close()
+    b = instance("b2", isolation_level=None, timeout=0.2)
+    runs.clear()
+    app.app = _counter_app(a, meanwhile, runs)
+    assert _call(app, path="/items/2", body=b"1")[0] == "200 OK"
+    assert len(runs) == 1  # it held the lease from BEGIN: no conflict, one run
+    assert sorted(x for (x,) in a.execute("SELECT x FROM t")) == [0, 10, 15, 16]
+
+    forgetful = LambdaliteMiddleware(_counter_app(a, None, runs), contended_memory=0)
+    forgetful.routes.conflicted(forgetful.routes.key("POST", "/items/1"))
+    assert not forgetful.routes.contended(forgetful.routes.key("POST", "/items/1"))
+
+
+def test_a_transaction_that_starts_by_writing_needs_no_freshness_check(
+    instance: Instance,
+) -> None:
+    """With the write lease, the claim (a conditional write of the manifest) is the freshness
+    check: an uncontended BEGIN IMMEDIATE ... COMMIT on a fresh local copy is two requests,
+    and a read after it in the same request costs nothing."""
+    _table(instance)
+    a = instance("a", isolation_level=None)
+    a.execute("SELECT 1 FROM t")  # warm
+    stats = a.replica.stats
+    with request_scope():
+        before = stats.requests
+        a.execute("BEGIN IMMEDIATE")
+        a.execute("INSERT INTO t VALUES (1)")
+        a.commit()
+        assert a.execute("SELECT count(*) FROM t").fetchone() == (2,)
+        assert stats.requests - before == 2  # claim, publish
+    other = instance("other", isolation_level=None)
+    other.execute("INSERT INTO t VALUES (2)")  # a's copy is now behind
+    with request_scope():
+        a.execute("BEGIN IMMEDIATE")  # the claim is refused (412), then read and made again
+        assert a.execute("SELECT count(*) FROM t").fetchone() == (3,)  # and it caught up
+        a.execute("INSERT INTO t VALUES (3)")
+        a.commit()
+    assert other.execute("SELECT count(*) FROM t").fetchone() == (4,)

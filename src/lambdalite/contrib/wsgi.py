@@ -20,7 +20,11 @@ For each request it
   between what a transaction read and what it wrote. The request body is
   buffered for that; attempts are bounded, with jittered backoff. A view with
   side effects outside the database (an email, a payment) opts out by calling
-  :func:`lambdalite.scope.no_retry` (or decorating it with :func:`no_retry_view`).
+  :func:`lambdalite.scope.no_retry` (or decorating it with :func:`no_retry_view`);
+* remembers the routes that conflicted lately (``contended_memory`` seconds, 60 by
+  default; 0 turns it off) and runs their next requests with every transaction waiting
+  its turn to write at ``BEGIN``, as a re-run does: on a busy route they no longer
+  conflict first (:class:`lambdalite.scope.ContendedRoutes`).
 
 The response is buffered (as on AWS Lambda behind API Gateway, where it is
 anyway), because a retried request must not have sent anything yet.
@@ -38,7 +42,7 @@ from http.cookies import SimpleCookie
 from typing import Any, TypeVar
 
 from lambdalite.errors import ConflictError
-from lambdalite.scope import no_retry, request_scope
+from lambdalite.scope import ContendedRoutes, no_retry, request_scope
 
 __all__ = ["BOOKMARK_COOKIE", "BOOKMARK_HEADER", "LambdaliteMiddleware", "no_retry_view"]
 
@@ -75,9 +79,11 @@ class LambdaliteMiddleware:
         bookmarks: bool = True,
         max_body: int = 10 * 1024 * 1024,
         base_delay: float = 0.02,
+        contended_memory: float = 60.0,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
+        self.routes = ContendedRoutes(contended_memory)
         self.app = app
         self.attempts = attempts
         self.bookmarks = bookmarks
@@ -87,6 +93,10 @@ class LambdaliteMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         body = self._buffer_body(environ)
         client = _bookmark_of(environ) if self.bookmarks else None
+        route = self.routes.key(
+            str(environ.get("REQUEST_METHOD", "GET")), str(environ.get("PATH_INFO", ""))
+        )
+        contended = self.routes.contended(route)
         for attempt in range(1, self.attempts + 1):
             run = dict(environ)
             if body is not None:
@@ -95,7 +105,7 @@ class LambdaliteMiddleware:
             out: list[bytes] = []
             capture = _capturer(status, out)
             failed: BaseException | None = None
-            with request_scope(client, immediate=attempt > 1) as scope:
+            with request_scope(client, immediate=attempt > 1 or contended) as scope:
                 try:
                     result = self.app(run, capture)
                     try:
@@ -106,6 +116,8 @@ class LambdaliteMiddleware:
                             close()
                 except ConflictError as exc:
                     failed = exc
+            if scope.conflicts:
+                self.routes.conflicted(route)
             errored = failed is not None or (bool(status) and str(status[0])[:1] == "5")
             retry = errored and scope.conflicts > 0 and scope.retry and body is not None
             if retry and attempt < self.attempts:

@@ -113,6 +113,12 @@ class Replica:
         return self.local.db_path
 
     @property
+    def writer_sees_newest(self) -> bool:
+        """A writer with no snapshot yet is brought to the newest version by the write lease
+        (the claim is a conditional write) or by the lock (a pull once it is held)."""
+        return self.committer.lease is not None or self.lock is not None
+
+    @property
     def raw_generation(self) -> int:
         """Which local file raw connections must be open on (it changes after a discard)."""
         return self.cache.generation

@@ -81,6 +81,8 @@ class LeaseKeeper:
         self.ticket: str | None = None  # the lease this process holds, if any
         self.hold_estimate = 0.1  # seconds a claim is held, as seen here (a moving average)
         self._held_since = 0.0
+        self._asked = 0.0  # time.monotonic() when the last request to the manifest was sent
+        self._claim_asked = 0.0  # ... for the manifest of the current claim
 
     # ------------------------------------------------------------------ claim
 
@@ -110,6 +112,7 @@ class LeaseKeeper:
             if lease is not None and lease.ticket == ticket:
                 assert current is not None
                 self._hold(ticket)
+                self._confirmed()
                 return current  # handed over by the holder's commit
             live = [w for w in lease.queue if w.since + self.duration >= now] if lease else []
             free = lease is None or lease.expires_at < now
@@ -131,6 +134,7 @@ class LeaseKeeper:
                 done = self._write(current, claim)
                 if done is not None:
                     self._hold(ticket)
+                    self._confirmed()
                     return done
                 current = self._read(current)
                 continue
@@ -165,6 +169,10 @@ class LeaseKeeper:
             budget.paused(pause)
             time.sleep(pause)
             current = self._read(current)
+
+    def _confirmed(self) -> None:
+        """The manifest of a claim is the newest version as of the request that showed it."""
+        self._claim_asked = self._asked
 
     def _leave(self, current: Read | None, ticket: str) -> None:
         """A waiter that gives up leaves the queue, so the lease is never handed to it.
@@ -225,12 +233,16 @@ class LeaseKeeper:
             with r.gate.cond:  # only the lease changed: no page to pull
                 local.adopt(m, etag, raw)
                 local.save_state()
-            return
-        r.puller.pull_to(token, claim, timeout)  # the claim is the newest manifest: no GET
+        else:
+            r.puller.pull_to(token, claim, timeout)  # the claim is the newest manifest: no GET
+        # the local copy is now as new as the remote was when we asked: reads in the same
+        # request need no freshness check of their own (lambdalite.scope)
+        r.confirmed_at = max(r.confirmed_at, self._claim_asked)
 
     def _read(self, known: Read | None) -> Read | None:
         """The manifest now (a conditional GET when one is known)."""
         storage = self.r.storage
+        self._asked = time.monotonic()
         for attempt in range(3):
             try:
                 if known is None:
@@ -261,6 +273,7 @@ class LeaseKeeper:
             new = current[0].next(lease=lease)
         raw = fmt.encode_manifest(new)
         fmt.decode_manifest(raw)  # never publish what a reader would refuse
+        self._asked = time.monotonic()
         try:
             if current is None:
                 etag = r.storage.put(fmt.MANIFEST_KEY, raw, if_none_match=True)

@@ -14,6 +14,9 @@ what a transaction read and what it wrote; the transaction left no trace).
 Attempts are bounded (``LAMBDALITE_REQUEST_ATTEMPTS``, default 5) with jittered
 backoff. A view with effects outside the database opts out with the
 :func:`no_retry` decorator (or by calling :func:`lambdalite.scope.no_retry`).
+Routes that conflicted lately (``LAMBDALITE_CONTENDED_MEMORY`` seconds, default 60; 0
+turns it off) have their next requests run with every transaction waiting its turn to
+write at ``BEGIN``, as a re-run does (:class:`lambdalite.scope.ContendedRoutes`).
 
 Without the middleware, the backend still opens a request scope from Django's
 ``request_started`` and ``request_finished`` signals (no bookmarks, no retry).
@@ -33,7 +36,13 @@ from django.conf import settings
 from django.core.signals import request_finished, request_started
 
 from lambdalite.contrib.wsgi import BOOKMARK_COOKIE, BOOKMARK_HEADER
-from lambdalite.scope import close_scope, current_scope, open_scope, request_scope
+from lambdalite.scope import (
+    ContendedRoutes,
+    close_scope,
+    current_scope,
+    open_scope,
+    request_scope,
+)
 from lambdalite.scope import no_retry as _no_retry
 
 __all__ = ["LambdaliteMiddleware", "connect_request_signals", "no_retry"]
@@ -62,6 +71,10 @@ class LambdaliteMiddleware:
         self.attempts = int(getattr(settings, "LAMBDALITE_REQUEST_ATTEMPTS", 5))
         if self.attempts < 1:
             raise ValueError("settings.LAMBDALITE_REQUEST_ATTEMPTS must be at least 1")
+        memory = float(getattr(settings, "LAMBDALITE_CONTENDED_MEMORY", 60.0))
+        if memory < 0:
+            raise ValueError("settings.LAMBDALITE_CONTENDED_MEMORY must be >= 0 seconds")
+        self.routes = ContendedRoutes(memory)
 
     def __call__(self, request: Any) -> Any:
         client = request.headers.get(BOOKMARK_HEADER) or request.COOKIES.get(BOOKMARK_COOKIE)
@@ -71,9 +84,13 @@ class LambdaliteMiddleware:
             replayable = False
         else:
             replayable = True
+        route = self.routes.key(request.method or "GET", request.path_info)
+        contended = self.routes.contended(route)
         for attempt in range(1, self.attempts + 1):
-            with request_scope(client, immediate=attempt > 1) as scope:
+            with request_scope(client, immediate=attempt > 1 or contended) as scope:
                 response = self.get_response(request)
+            if scope.conflicts:
+                self.routes.conflicted(route)
             failed = getattr(response, "status_code", 200) >= 500
             retry = failed and scope.conflicts > 0 and scope.retry and replayable
             if retry and attempt < self.attempts:
