@@ -84,10 +84,10 @@ class Engine(Protocol):
 
     @property
     def raw_generation(self) -> int: ...
-    @property
     def writer_sees_newest(self) -> bool:
-        """Whether :meth:`begin_write` with no snapshot brings the local copy to the newest
-        version itself (so the freshness check before such a transaction is redundant)."""
+        """Whether :meth:`begin_write` with no snapshot will bring the local copy to the
+        newest version itself (so the freshness check before such a transaction is
+        redundant), the local copy being sound (else the check heals it first)."""
         ...
 
     def for_this_process(self) -> Engine: ...
@@ -461,14 +461,16 @@ class Connection(TransactionControl):
         """Whether the statement opens a transaction as the writer, on an engine whose write
         lease brings the local copy to the newest version: the claim (a conditional write of
         the manifest) is the freshness check, and a GET before it would be one round trip more."""
-        if self._in_txn or self._active or not self._replica.writer_sees_newest:
+        if self._in_txn or self._active:
             return False
         kind = info.kind
         if kind is Kind.BEGIN:
-            return info.immediate or self._wants_immediate()
-        if kind is Kind.SAVEPOINT or self._pending_begin:
-            return self._wants_immediate()
-        return info.writes and kind is not Kind.VACUUM
+            begins = info.immediate or self._wants_immediate()
+        elif kind is Kind.SAVEPOINT or self._pending_begin:
+            begins = self._wants_immediate()
+        else:
+            begins = info.writes and kind is not Kind.VACUUM
+        return begins and self._replica.writer_sees_newest()
 
     def _cursor_active(self, cid: int, active: bool) -> None:
         if active:

@@ -79,7 +79,9 @@ class SharedFile:
     # The Engine protocol -----------------------------------------------------------------
 
     raw_generation = 0  # the shared file is never replaced under its connections
-    writer_sees_newest = False  # nothing to pull: the file is read in place
+
+    def writer_sees_newest(self) -> bool:
+        return False  # nothing to pull: the file is read in place
 
     def for_this_process(self) -> SharedFile:
         """This engine, or after a fork one of the child's own (no lease, no lock state shared)."""

@@ -45,7 +45,13 @@ def _connect(url: str, cache: Path, endpoint: str, **options: Any) -> lambdalite
     )
 
 
-MODES = {"optimistic": {"lock": "none"}, "lease": {}}
+MODES = {
+    "optimistic": {"lock": "none"},
+    # the write lease, claimed at BEGIN: a claim, then the publish
+    "lease": {"transaction_mode": "IMMEDIATE"},
+    # the write lease, free when the transaction read: the publish only, no claim
+    "unclaimed": {},
+}
 
 
 def _at_publish(proxy: FaultProxy, kind: str | None, mode: str, **kw: Any) -> None:
@@ -132,7 +138,7 @@ def test_a_lease_claim_whose_answer_was_lost_is_held(
 ) -> None:
     url = s3_remote.url
     _setup(url, tmp_path, s3_remote.endpoint_url)
-    a = _connect(url, tmp_path / "a", proxy.endpoint_url)
+    a = _connect(url, tmp_path / "a", proxy.endpoint_url, **MODES["lease"])
     proxy.script(fault, method="PUT", key_pattern=r"/manifest$")  # the claim
     _insert(a, "a1")
     _insert(a, "a2")
@@ -145,7 +151,7 @@ def test_an_outcome_that_cannot_be_proven_is_unknown_and_nothing_is_deleted(
     """Item 2b: the answer is lost and the remote cannot be read back."""
     url, direct = s3_remote.url, s3_remote.endpoint_url
     _setup(url, tmp_path, direct)
-    a = _connect(url, tmp_path / "a", proxy.endpoint_url, inline_delta_max=0)
+    a = _connect(url, tmp_path / "a", proxy.endpoint_url, inline_delta_max=0, **MODES["lease"])
     assert a.execute("SELECT count(*) FROM t").fetchone() == (0,)
     _at_publish(proxy, "reset_after", "lease")
     proxy.script("error_before", method="GET", key_pattern=r"/manifest$", count=100)

@@ -4,9 +4,10 @@ Read top to bottom, this is everything a write transaction goes through
 (DESIGN §2, §3, §5):
 
 1. ``begin_write`` makes the connection the process's writer before its first
-   write: the lease (with a lock), the check of a transaction that already read
-   (SQLite's ``SQLITE_BUSY_SNAPSHOT`` rule), the check of the local copy, and
-   the WAL position where the transaction starts.
+   write: the write lease (:mod:`~lambdalite.replica.lease`; not claimed by a
+   transaction that read while it was free) or the lock, the check of a
+   transaction that already read (SQLite's ``SQLITE_BUSY_SNAPSHOT`` rule), the
+   check of the local copy, and the WAL position where the transaction starts.
 2. ``commit_write`` closes the gate (no new snapshots), commits locally, publishes.
 3. ``_take_change`` turns the WAL frames the transaction appended into the
    change, and proves its base is the published version: the files are the
@@ -154,10 +155,10 @@ class Committer:
                     f"transaction read version {snapshot_version}; retry the transaction"
                 )
             self._check_local(token, snapshot_version, timeout)
-            if self.lease is not None:  # wait for our turn, then build on the newest version
-                remaining = max(deadline - time.monotonic(), 0.0)
+            if self.lease is not None and self.lease.needed(snapshot_version, r.local.manifest):
+                remaining = max(deadline - time.monotonic(), 0.0)  # wait for our turn, then
                 claim = self.lease.acquire(remaining, read_version=snapshot_version)
-                self.lease.catch_up(token, claim, snapshot_version, timeout)
+                self.lease.catch_up(token, claim, snapshot_version, timeout)  # build on it
             elif r.lock is not None:
                 self._lease = r.lock.acquire(max(deadline - time.monotonic(), 0.0))
                 if snapshot_version is None:
@@ -357,10 +358,7 @@ class Committer:
         )
         base = local.manifest
         inline_used = sum(d.size for d in base.deltas if d.inline) if base else 0
-        if (
-            len(encoded) <= r.options.inline_delta_max
-            and inline_used + len(encoded) <= INLINE_BUDGET
-        ):
+        if len(encoded) <= min(r.options.inline_delta_max, INLINE_BUDGET - inline_used):
             ref = replace(ref, inline=base64.b64encode(encoded).decode())
         else:
             key = f"deltas/{ref.version:020d}-{nonce}"
@@ -459,18 +457,13 @@ class Committer:
         ) from error
 
     def _rebasable(self, current: fmt.Manifest, base: fmt.Manifest | None = None) -> bool:
-        """Whether ``current`` is the base version, only stored differently (compacted, or a
-        waiter joined the queue), and the write lease, if we hold one, is still ours."""
-        local = self.r.local
-        base = base or local.manifest
-        if self.lease is not None and not self.lease.still_ours(current):
-            return False  # the lease expired and was taken over: fenced, do not publish
-        return (
-            base is not None
-            and current.lineage == base.lineage
-            and current.version == base.version
-            and current.checksum == base.checksum
-        )
+        """Whether ``current`` is the base version only stored differently (compacted, or the
+        lease or its queue changed), and the lease lets us publish on it (``still_ours``)."""
+        base = base or self.r.local.manifest
+        if base is None or (self.lease is not None and not self.lease.still_ours(current)):
+            return False  # our claim was taken over (fenced), or a claim was made since we read
+        same = (current.lineage, current.version, current.checksum)
+        return same == (base.lineage, base.version, base.checksum)
 
     # ------------------------------------------------------------------ 6. adopt
 

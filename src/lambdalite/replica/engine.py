@@ -112,11 +112,15 @@ class Replica:
     def db_path(self) -> str:
         return self.local.db_path
 
-    @property
     def writer_sees_newest(self) -> bool:
         """A writer with no snapshot yet is brought to the newest version by the write lease
-        (the claim is a conditional write) or by the lock (a pull once it is held)."""
-        return self.committer.lease is not None or self.lock is not None
+        (the claim is a conditional write) or by the lock (a pull once it is held), if the
+        local copy is sound: one in doubt is healed by the freshness check first."""
+        if self.committer.lease is None and self.lock is None:
+            return False
+        local = self.local
+        with self.gate.cond:
+            return local.doubt() is None and not local.unpublished_frames()
 
     @property
     def raw_generation(self) -> int:

@@ -297,8 +297,30 @@ class LeaseKeeper:
         return next_holder(base.lease, self.r.clock(), self.duration)
 
     def still_ours(self, manifest: fmt.Manifest) -> bool:
-        """True unless we held the lease and ``manifest`` shows it taken over."""
-        return self.ticket is None or self.holds(manifest)
+        """Whether we may publish on ``manifest``: the lease we claimed is still ours, or,
+        with no claim (a transaction that read while the lease was free), it is still free."""
+        if self.ticket is None:
+            return self.unclaimed(manifest)
+        return self.holds(manifest)
+
+    def needed(self, snapshot_version: int | None, manifest: fmt.Manifest | None) -> bool:
+        """Whether a transaction about to write must claim the lease first.
+
+        Not when it read (``snapshot_version``) a ``manifest`` whose lease nobody held or
+        waited for: its commit is published ``If-Match`` what it read, one write instead of
+        two. A writer that claims meanwhile makes that publish fail (:meth:`still_ours`): a
+        conflict, as it would have been anyway, the claimant publishing first.
+        """
+        return snapshot_version is None or not self.unclaimed(manifest)
+
+    def unclaimed(self, manifest: fmt.Manifest | None) -> bool:
+        """Nobody holds the lease of ``manifest`` (or it expired) and nobody waits for it."""
+        lease = manifest.lease if manifest is not None else None
+        if lease is None:
+            return True
+        now = self.r.clock()
+        live = any(w.since + self.duration >= now for w in lease.queue)
+        return lease.expires_at < now and not live
 
     def holds(self, manifest: fmt.Manifest) -> bool:
         return (
