@@ -118,9 +118,8 @@ class Replica:
         local copy is sound: one in doubt is healed by the freshness check first."""
         if self.committer.lease is None and self.lock is None:
             return False
-        local = self.local
-        with self.gate.cond:
-            return local.doubt() is None and not local.unpublished_frames()
+        with self.gate.cond:  # a few stat calls; the WAL is scanned only when it grew
+            return self.local.doubt() is None
 
     @property
     def raw_generation(self) -> int:
